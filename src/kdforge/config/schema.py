@@ -1,0 +1,115 @@
+"""The experiment schema: one frozen pydantic model per YAML section; unknown keys are errors."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AugmentConfig(StrictModel):
+    """Batch augmentation, applied to tensors. mixup/cutmix follow "Revisit the Power of Vanilla KD" (2023)."""
+
+    crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels; 0 = off")
+    flip: bool = Field(False, description="random horizontal flip")
+    mixup_alpha: float = Field(0.0, ge=0, description="Beta(a, a) mixup; 0 = off")
+    cutmix_alpha: float = Field(0.0, ge=0, description="Beta(a, a) cutmix; 0 = off")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="probability a batch is mixed when mixing is on")
+
+
+class DataConfig(StrictModel):
+    name: str
+    root: str | None = Field(None, description="data folder; default $KDFORGE_DATA, else ../shared/data")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of train carved out for validation")
+    split_seed: int = Field(0, description="seed of the validation split, fixed across training seeds")
+    train_subset: int | None = Field(None, gt=0, description="keep only this many training samples")
+    test_subset: int | None = Field(None, gt=0, description="keep only this many test samples")
+    batch_size: int = Field(128, gt=0)
+    eval_batch_size: int = Field(1000, gt=0)
+    augment: AugmentConfig = AugmentConfig()
+    params: dict[str, Any] = Field(default_factory=dict, description="data-set specific options")
+
+
+class ModelConfig(StrictModel):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(StrictModel):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(StrictModel):
+    name: Literal["constant", "step", "multistep", "cosine"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up from lr/10, in epochs")
+    step_size: int = Field(30, gt=0, description="epochs between decays (step)")
+    milestones: list[int] = Field(default_factory=list, description="epochs of decay (multistep)")
+    gamma: float = Field(0.1, gt=0)
+    min_lr: float = Field(0.0, ge=0, description="final lr of the cosine schedule")
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(10, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0, description="max global grad norm; None = off")
+    eval_every: int = Field(1, gt=0, description="evaluate on validation every N epochs")
+    log_every: int = Field(50, gt=0, description="log the running loss every N steps")
+    checkpoint_every: int = Field(1, gt=0, description="write a resumable checkpoint every N epochs")
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
+    progress: bool = Field(True, description="show a rich progress bar")
+
+
+class RecipeConfig(StrictModel):
+    """How to train a model from scratch: optimizer, schedule and loop."""
+
+    seed: int = 0
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class TeacherConfig(StrictModel):
+    model: ModelConfig
+    checkpoint: str | None = Field(None, description="saved model folder (kdforge.save_model) to load")
+    recipe: RecipeConfig | None = Field(None, description="train the teacher first when no checkpoint is given")
+
+    @model_validator(mode="after")
+    def _source(self) -> "TeacherConfig":
+        if self.checkpoint is None and self.recipe is None:
+            raise ValueError("give teacher.checkpoint (a saved model) or teacher.recipe (how to train one)")
+        return self
+
+
+class MethodConfig(StrictModel):
+    name: str = "ce"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExperimentConfig(StrictModel):
+    name: str = "experiment"
+    seed: int = 0
+    output_dir: str = Field("runs/{name}/seed{seed}", description="run folder; {name} and {seed} are filled in")
+    data: DataConfig
+    student: ModelConfig
+    teacher: TeacherConfig | None = None
+    method: MethodConfig = MethodConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def run_dir(self) -> str:
+        return self.output_dir.format(name=self.name, seed=self.seed)
+
+    @property
+    def recipe(self) -> RecipeConfig:
+        """The student's training recipe, in the same form as a teacher's."""
+        return RecipeConfig(seed=self.seed, optim=self.optim, schedule=self.schedule, train=self.train)

@@ -1,0 +1,21 @@
+"""Errors a user can act on. The CLI prints `error: <message>` and exits 2 for these; anything else is a bug."""
+
+
+class KdforgeError(Exception):
+    """Base of every error caused by input (config, data, checkpoint, cache), not by a bug."""
+
+
+class ConfigError(KdforgeError):
+    """A config key, type or name is wrong; the message names the key path and the allowed values."""
+
+
+class DataError(KdforgeError):
+    """A data file is missing, truncated or does not match its checksum; the message names the file."""
+
+
+class CheckpointError(KdforgeError):
+    """A checkpoint or saved model is missing, truncated or corrupt; the message names the file."""
+
+
+class TrainingDiverged(KdforgeError):
+    """A loss became NaN/inf; the message names the step and the last good checkpoint."""
