@@ -1,0 +1,20 @@
+"""Experiment configuration: schema, YAML loading with overrides, name checks against the registries."""
+from kdforge.config.load import apply_overrides, dump_config, load_config, parse_config
+from kdforge.config.schema import (
+    AugmentConfig,
+    DataConfig,
+    ExperimentConfig,
+    MethodConfig,
+    ModelConfig,
+    OptimConfig,
+    RecipeConfig,
+    ScheduleConfig,
+    TeacherConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "AugmentConfig", "DataConfig", "ExperimentConfig", "MethodConfig", "ModelConfig", "OptimConfig",
+    "RecipeConfig", "ScheduleConfig", "TeacherConfig", "TrainConfig",
+    "apply_overrides", "dump_config", "load_config", "parse_config",
+]

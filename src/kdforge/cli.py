@@ -1,0 +1,122 @@
+"""`kdforge` command line: parse, call the Python API, turn input errors into one line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from kdforge.errors import KdforgeError
+
+EXIT_INPUT_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdforge", description="Knowledge distillation experiments.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of input errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def experiment(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("config", type=Path, help="experiment YAML file")
+        sp.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.epochs=5")
+        sp.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+        sp.add_argument("--overwrite", action="store_true", help="discard the run folder's earlier checkpoints")
+        return sp
+
+    train = experiment("train", "train the student alone (method ce), or the teacher with --teacher")
+    train.add_argument("--teacher", action="store_true", help="train and save the teacher from teacher.recipe")
+    experiment("distill", "distill the teacher into the student with the config's method")
+    ev = sub.add_parser("eval", help="evaluate a saved model folder (or a run folder) on a data set")
+    ev.add_argument("checkpoint", type=Path)
+    ev.add_argument("--data", required=True, help="data set name, e.g. fashion_mnist")
+    ev.add_argument("--root", default=None, help="data folder (default $KDFORGE_DATA or ../shared/data)")
+    ev.add_argument("--split", choices=["val", "test"], default="test")
+    cmp_ = sub.add_parser("compare", help="run several methods over several seeds; table + plot")
+    cmp_.add_argument("config", type=Path)
+    cmp_.add_argument("overrides", nargs="*")
+    cmp_.add_argument("--seeds", type=int, default=3)
+    cmp_.add_argument("--methods", default="ce,kd,wsl", help="comma-separated registered method names")
+    cmp_.add_argument("--out", type=Path, default=None, help="output folder (default runs/<name>)")
+    cmp_.add_argument("--resume", action="store_true")
+    demo = sub.add_parser("demo", help="teacher, student alone, KD and WSL on scikit-learn digits, 3 seeds")
+    demo.add_argument("--seeds", type=int, default=3)
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("overrides", nargs="*")
+    return p
+
+
+def _train(args: argparse.Namespace) -> None:
+    from kdforge.api import prepare_teacher, run
+    from kdforge.config import load_config
+    from kdforge.data import build
+
+    overrides = list(args.overrides)
+    if args.teacher:
+        cfg = load_config(args.config, overrides)
+        if cfg.teacher is None:
+            raise KdforgeError(f"{args.config} has no teacher section to train")
+        prepare_teacher(cfg, build(cfg.data))
+        return
+    cfg = load_config(args.config, ["method.name=ce", "method.params={}", *overrides])
+    _print_summary(run(cfg, resume=args.resume, overwrite=args.overwrite))
+
+
+def _distill(args: argparse.Namespace) -> None:
+    from kdforge.api import run
+    from kdforge.config import load_config
+
+    _print_summary(run(load_config(args.config, args.overrides), resume=args.resume, overwrite=args.overwrite))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from kdforge.evaluate import evaluate_saved
+
+    print(json.dumps(evaluate_saved(args.checkpoint, args.data, args.root, args.split), indent=2))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from kdforge.compare import compare
+    from kdforge.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    result = compare(cfg, methods, args.seeds, args.out, resume=args.resume)
+    print(result.table)
+    print(f"written to {result.out_dir}/ (table.md, table.csv, results.json, comparison.png)")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from kdforge.demo import demo
+
+    demo(seeds=args.seeds, out_dir=args.out, overrides=args.overrides)
+
+
+def _print_summary(summary: dict) -> None:
+    test = summary["test"]
+    print(f"{summary['method']} seed {summary['seed']}: test top-1 {test['top1']:.2%}, NLL {test['nll']:.3f}, "
+          f"ECE {test['ece']:.2%} ({summary['train_time_s']:.1f} s) -> {summary['run_dir']}")
+
+
+COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _compare, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except KdforgeError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

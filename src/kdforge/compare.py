@@ -1,0 +1,65 @@
+"""Run several methods over several seeds on one config; write a mean ± std table and a plot."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kdforge.data as data_mod
+import kdforge.distillers as distillers
+from kdforge.api import prepare_teacher, run
+from kdforge.config.schema import ExperimentConfig, MethodConfig
+from kdforge.engine import evaluate, resolve_device
+from kdforge.errors import ConfigError
+from kdforge.fileio import atomic_write_text
+from kdforge.report import aggregate, markdown_table, plot_comparison, write_csv
+
+
+@dataclass
+class Comparison:
+    rows: list[dict[str, Any]]
+    table: str
+    out_dir: Path
+
+
+def method_config(cfg: ExperimentConfig, name: str) -> MethodConfig:
+    """The config's own method params where it names this method, the method's defaults otherwise."""
+    method = cfg.method if cfg.method.name == name else MethodConfig(name=name)
+    distillers.validate_params(method)
+    return method
+
+
+def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str | Path | None = None,
+            resume: bool = False) -> Comparison:
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    for name in methods:
+        distillers.METHODS.lookup(name, "--methods")
+    out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
+    bundle = data_mod.build(cfg.data)  # one data set for every run: the split does not depend on the seed
+    rows = []
+    if cfg.teacher is not None:
+        teacher = prepare_teacher(cfg, bundle)
+        metrics = evaluate(teacher, bundle.test, cfg.data.eval_batch_size, resolve_device(cfg.train.device))
+        rows.append(aggregate(f"teacher ({cfg.teacher.model.name})", [{"test": metrics, "train_time_s": 0.0}]))
+    summaries: dict[str, list[dict[str, Any]]] = {}
+    for name in methods:
+        method = method_config(cfg, name)
+        for seed in range(seeds):
+            run_cfg = cfg.model_copy(update={"method": method, "seed": seed,
+                                             "output_dir": str(out / name / f"seed{seed}")})
+            summaries.setdefault(name, []).append(run(run_cfg, resume=resume, overwrite=not resume, bundle=bundle))
+    rows += [aggregate(name, runs) for name, runs in summaries.items()]
+    return _write(out, cfg, rows, summaries)
+
+
+def _write(out: Path, cfg: ExperimentConfig, rows: list[dict[str, Any]],
+           summaries: dict[str, list[dict[str, Any]]]) -> Comparison:
+    table = markdown_table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "table.md", f"# {cfg.name}: test metrics, mean ± std over seeds\n\n{table}")
+    write_csv(rows, out / "table.csv")
+    atomic_write_text(out / "results.json", json.dumps({"rows": rows, "runs": summaries}, indent=2))
+    plot_comparison(rows, out / "comparison.png", f"{cfg.name} ({cfg.data.name}, {cfg.student.name} student)")
+    return Comparison(rows=rows, table=table, out_dir=out)

@@ -1,0 +1,59 @@
+"""Evaluation metrics of a classifier, and of a student against its teacher."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdforge.data import Split, iter_eval
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> Tensor:
+    """Logits of `model` on a whole split, in order, on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = [model(x.to(device)).float().cpu() for x, _ in iter_eval(split, batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def expected_calibration_error(logits: Tensor, labels: Tensor, n_bins: int = 15) -> float:
+    """ECE with equal-width confidence bins (Guo et al., ICML 2017, Eq. 3): sum_b |B|/n * |acc(B) - conf(B)|."""
+    conf, pred = logits.softmax(-1).max(-1)
+    correct = pred.eq(labels).float()
+    bins = torch.clamp((conf * n_bins).ceil().long() - 1, 0, n_bins - 1)
+    n = torch.bincount(bins, minlength=n_bins).float()
+    gap = torch.bincount(bins, weights=correct - conf, minlength=n_bins).abs()
+    return float(gap.sum() / n.sum().clamp_min(1))
+
+
+def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    k = min(5, logits.shape[-1])
+    topk = logits.topk(k, dim=-1).indices
+    hits = topk.eq(labels[:, None])
+    return {
+        "top1": float(hits[:, 0].float().mean()),
+        "top5": float(hits.any(-1).float().mean()),
+        "nll": float(F.cross_entropy(logits, labels)),
+        "ece": expected_calibration_error(logits, labels),
+    }
+
+
+def agreement_metrics(student_logits: Tensor, teacher_logits: Tensor) -> dict[str, float]:
+    """Top-1 match rate and mean KL(p_teacher || p_student) at T = 1."""
+    kl = F.kl_div(student_logits.log_softmax(-1), teacher_logits.log_softmax(-1), log_target=True, reduction="batchmean")
+    return {
+        "agreement": float(student_logits.argmax(-1).eq(teacher_logits.argmax(-1)).float().mean()),
+        "kl_ts": float(kl),
+    }
+
+
+def evaluate(
+    model: nn.Module, split: Split, batch_size: int, device: torch.device, teacher_logits: Tensor | None = None
+) -> dict[str, float]:
+    logits = predict(model, split, batch_size, device)
+    metrics = classification_metrics(logits, split.y)
+    if teacher_logits is not None:
+        metrics.update(agreement_metrics(logits, teacher_logits))
+    return metrics

@@ -1,0 +1,44 @@
+"""Optimizers and per-step learning-rate schedules (warm-up + constant/step/multistep/cosine)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from functools import partial
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from kdforge.config.schema import OptimConfig, ScheduleConfig
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, cfg: ScheduleConfig, base_lr: float, epochs: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base lr at optimizer step `step` (0-based); schedules are defined in epochs."""
+    epoch = step / steps_per_epoch
+    warmup = cfg.warmup_epochs
+    if warmup and epoch < warmup:
+        return (step + 1) / (warmup * steps_per_epoch)
+    if cfg.name == "constant":
+        return 1.0
+    if cfg.name == "step":
+        return cfg.gamma ** int(epoch // cfg.step_size)
+    if cfg.name == "multistep":
+        return cfg.gamma ** sum(int(epoch) >= m for m in cfg.milestones)
+    progress = (epoch - warmup) / max(epochs - warmup, 1e-12)
+    floor = cfg.min_lr / base_lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int
+) -> LambdaLR:
+    base_lr = optimizer.param_groups[0]["lr"]
+    fn = partial(lr_factor, cfg=cfg, base_lr=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    return LambdaLR(optimizer, fn)

@@ -1,0 +1,87 @@
+"""Behaviour of the training loop: exact resume, NaN guard, teacher untouched, refusal to overwrite."""
+import pytest
+import torch
+
+import kdforge.data as data
+import kdforge.distillers as distillers
+import kdforge.models as models
+from kdforge.config.schema import (
+    AugmentConfig, DataConfig, MethodConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig,
+)
+from kdforge.engine import Trainer, latest_checkpoint, load_checkpoint, seed_everything
+from kdforge.errors import ConfigError, TrainingDiverged
+from kdforge.teachers import LiveTeacher
+
+AUG = AugmentConfig(mixup_alpha=0.4, flip=True)  # exercises the loader's RNG as well as dropout's
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return data.build(DataConfig(name="digits"))
+
+
+def _trainer(bundle, run_dir, epochs=4, lr=0.01, method="ce", teacher=None, callbacks=(), grad_clip=None):
+    seed_everything(0)
+    student = models.build(ModelConfig(name="mlp", params={"hidden": [32], "dropout": 0.2}), bundle.spec)
+    distiller = distillers.build(MethodConfig(name=method), student, teacher)
+    recipe = RecipeConfig(seed=0, optim=OptimConfig(lr=lr),
+                          train=TrainConfig(epochs=epochs, progress=False, grad_clip=grad_clip))
+    return Trainer(distiller, bundle, recipe, run_dir, batch_size=64, augment=AUG, callbacks=callbacks)
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop_after(epoch_to_stop):
+    def callback(epoch, record):
+        if epoch == epoch_to_stop:
+            raise Stop
+
+    return callback
+
+
+def test_resume_ends_with_same_weights_as_uninterrupted(bundle, tmp_path):
+    full = _trainer(bundle, tmp_path / "full")
+    full_result = full.fit()
+    interrupted = _trainer(bundle, tmp_path / "cut", callbacks=[_stop_after(1)])
+    with pytest.raises(Stop):
+        interrupted.fit()
+    assert latest_checkpoint(tmp_path / "cut" / "checkpoints").name == "epoch_0001"
+    resumed = _trainer(bundle, tmp_path / "cut")  # a fresh process would build everything anew like this
+    result = resumed.fit(resume=True)
+    assert result.resumed_from == 1
+    for (k, a), b in zip(full.trainable.state_dict().items(), resumed.trainable.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert result.test == full_result.test
+
+
+def test_overwrite_is_refused_without_a_flag(bundle, tmp_path):
+    _trainer(bundle, tmp_path, epochs=1).fit()
+    with pytest.raises(ConfigError, match="--resume"):
+        _trainer(bundle, tmp_path, epochs=1).fit()
+    _trainer(bundle, tmp_path, epochs=1).fit(overwrite=True)
+
+
+def test_nan_guard_names_step_and_keeps_last_checkpoint(bundle, tmp_path):
+    def poison(epoch, record):
+        if epoch == 0:  # after the first checkpoint, make every parameter NaN
+            for p in trainer.trainable.parameters():
+                p.data.fill_(float("nan"))
+
+    trainer = _trainer(bundle, tmp_path, epochs=3, callbacks=[poison])
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, batch 1/\d+ \(global step \d+\).*epoch_0000 is intact"):
+        trainer.fit()
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))
+    assert all(torch.isfinite(v).all() for v in ckpt.weights.values())
+
+
+def test_teacher_stays_frozen_and_in_eval(bundle, tmp_path):
+    seed_everything(1)
+    net = models.build(ModelConfig(name="mlp", params={"hidden": [16], "dropout": 0.5}), bundle.spec)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    trainer = _trainer(bundle, tmp_path, epochs=1, method="kd", teacher=LiveTeacher(net))
+    trainer.fit()
+    assert not net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert "teacher" not in trainer.trainable
