@@ -92,7 +92,7 @@ class Trainer:
                 task = progress.add_task(self.label, total=self.cfg.epochs * len(self.loader),
                                          completed=start_epoch * len(self.loader), status="")
                 for epoch in range(start_epoch, self.cfg.epochs):
-                    record, step = self._train_epoch(epoch, step, logger, progress, task)
+                    record, step = self.train_epoch(epoch, step, logger, progress, task)
                     if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
                         val = evaluate(self.distiller.student, self.data.val, self.eval_batch_size, self.device,
                                        teacher_val)
@@ -114,7 +114,7 @@ class Trainer:
                          wall_time_s=time.perf_counter() - t0, resumed_from=resumed, history=history)
 
     # ---- the hot loop -------------------------------------------------------------------------------------
-    def _train_epoch(self, epoch: int, step: int, logger: RunLogger, progress: Any, task: Any) -> tuple[dict, int]:
+    def train_epoch(self, epoch: int, step: int, logger: RunLogger, progress: Any, task: Any) -> tuple[dict, int]:
         self.distiller.train()
         sums: dict[str, Tensor] = {}
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -138,8 +138,8 @@ class Trainer:
             seen += batch.y.shape[0]
             progress.advance(task)
             if step % self.cfg.log_every == 0:
-                logger.log("step", step, epoch=epoch, loss=float(loss), lr=self.scheduler.get_last_lr()[0],
-                           **{k: float(v) for k, v in losses.items()})
+                logger.log("step", step, epoch=epoch, loss=float(loss.detach()), lr=self.scheduler.get_last_lr()[0],
+                           **{k: float(v.detach()) for k, v in losses.items()})
         n = i + 1
         terms = {k: float(v) / n for k, v in sums.items()}
         return {"epoch": epoch, "loss": sum(terms.values()), **terms, "train_top1": int(correct) / seen,

@@ -1,0 +1,69 @@
+"""Batches from a split held in memory: one seeded generator per epoch, so any epoch can be replayed alone."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from kdforge.config.schema import AugmentConfig
+from kdforge.data import augment as aug
+from kdforge.data.types import Batch, Split
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 64-bit seed that depends on (seed, epoch) only; hashing keeps (s, e+1) and (s+1, e) unrelated."""
+    digest = hashlib.blake2b(f"kdforge.epoch:{seed}:{epoch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class BatchIterator:
+    """Shuffled, augmented training batches.
+
+    `epoch(e)` draws its permutation and every augmentation choice from a generator seeded by (seed, e) alone,
+    so epoch e yields the same batches whatever ran before: resuming from a checkpoint at an epoch boundary
+    continues exactly as an uninterrupted run would.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        num_classes: int,
+        augment: AugmentConfig,
+        seed: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        aug.validate(augment, tuple(split.x.shape[1:]), "the training")
+        self.split = Split(split.x.contiguous(), split.y.contiguous())
+        self.batch_size = batch_size
+        self.num_classes = num_classes
+        self.augment = augment
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, e: int) -> Iterator[Batch]:
+        """The batches of epoch `e`; `Batch.index` holds each sample's position in the split."""
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, e))
+        n = len(self.split)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            y = self.split.y.index_select(0, index)
+            x, target, params = aug.augment(self.split.x.index_select(0, index), y, self.augment, self.num_classes, gen)
+            yield Batch(x=x, y=y, index=index, target=target, params=params)
+
+
+def iter_eval(split: Split, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """(x, y) in split order, as views without copies, for evaluation."""
+    for start in range(0, len(split), batch_size):
+        yield split.x[start : start + batch_size], split.y[start : start + batch_size]

@@ -1,0 +1,38 @@
+"""Hinton et al. 2015 knowledge distillation: CE on the labels plus T^2-scaled KL to the teacher's soft labels."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from torch import Tensor
+
+from kdforge.data.types import Batch
+from kdforge.distillers.base import Distiller, MethodParams
+from kdforge.losses import hard_cross_entropy, kd_loss
+from kdforge.registry import METHODS
+
+
+class KDParams(MethodParams):
+    # Defaults are the CIFAR-100 convention of RepDistiller / mdistiller (T=4, 0.1 CE + 0.9 KD),
+    # the setting behind their published KD baselines.
+    temperature: float = Field(4.0, gt=0, description="softmax temperature T of both soft labels")
+    ce_weight: float = Field(0.1, ge=0, description="weight of the hard-label CE")
+    kd_weight: float = Field(0.9, ge=0, description="weight of T^2 * KL(teacher || student)")
+
+
+@METHODS.register("kd")
+class KDDistiller(Distiller):
+    """{"ce": ce_weight * CE, "kd": kd_weight * kd_loss}."""
+
+    Params: ClassVar[type[MethodParams]] = KDParams
+    params: KDParams
+
+    def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        p = self.params
+        logits = self.student(batch.x)
+        teacher_logits = self.teacher.logits(batch)
+        ce = hard_cross_entropy(logits, batch.labels, self.label_smoothing)
+        return logits, {
+            "ce": p.ce_weight * ce,
+            "kd": p.kd_weight * kd_loss(logits, teacher_logits, p.temperature),
+        }

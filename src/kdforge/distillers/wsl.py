@@ -1,0 +1,38 @@
+"""Weighted Soft Labels (Zhou et al., ICLR 2021): CE on the labels plus the per-sample weighted soft-label term."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from torch import Tensor
+
+from kdforge.data.types import Batch
+from kdforge.distillers.base import Distiller, MethodParams
+from kdforge.losses import hard_cross_entropy, wsl_loss
+from kdforge.registry import METHODS
+
+
+class WSLParams(MethodParams):
+    # Defaults of the official code (knowledge_distiller.py L40-41: T = 2, alpha = 2.5; hard loss unweighted).
+    temperature: float = Field(2.0, gt=0, description="softmax temperature T of the soft-label term")
+    alpha: float = Field(2.5, ge=0, description="weight of the weighted soft-label term")
+    ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label CE")
+
+
+@METHODS.register("wsl")
+class WSLDistiller(Distiller):
+    """{"ce": ce_weight * CE, "wsl": alpha * wsl_loss}."""
+
+    Params: ClassVar[type[MethodParams]] = WSLParams
+    params: WSLParams
+
+    def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        p = self.params
+        logits = self.student(batch.x)
+        teacher_logits = self.teacher.logits(batch)
+        labels = batch.labels
+        ce = hard_cross_entropy(logits, labels, self.label_smoothing)
+        return logits, {
+            "ce": p.ce_weight * ce,
+            "wsl": p.alpha * wsl_loss(logits, teacher_logits, labels, p.temperature),
+        }

@@ -1,0 +1,42 @@
+"""Weighted Soft Labels (WSL): the soft-label term re-weighted per sample by how the student fares vs the teacher.
+
+Follows the authors' code, bellymonster/Weighted-Soft-Label-Distillation `knowledge_distiller.py` L58-79
+(class WSLDistiller.forward).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from kdforge.losses.common import hard_cross_entropy, soft_cross_entropy
+
+# Official code L73: keeps the ratio finite when the teacher is (numerically) perfect on a sample.
+_RATIO_EPS = 1e-7
+
+
+def wsl_weights(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
+    """Zhou et al., ICLR 2021, Sec. 4: w_i = 1 - exp(-L_ce^s,i / L_ce^t,i), per sample [B], without gradient.
+
+    Both CEs are at T = 1 on detached logits (official L65-76): w -> 0 where the student already fits the
+    label better than the teacher (a "regularization sample"), w -> 1 where it is far worse.
+    `labels` are int64 indices or a float [B, C] distribution (mixup); the CEs then use the distribution.
+    """
+    ce_student = hard_cross_entropy(student_logits.detach(), labels, reduction="none")
+    ce_teacher = hard_cross_entropy(teacher_logits.detach(), labels, reduction="none")
+    # The clamp at 0 is the official L74-75; CEs are >= 0 so it only guards rounding.
+    ratio = (ce_student / (ce_teacher + _RATIO_EPS)).clamp_min(0.0)
+    return 1.0 - torch.exp(-ratio)
+
+
+def wsl_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float = 2.0) -> Tensor:
+    """Zhou et al., "Rethinking Soft Labels for KD: a Bias-Variance Tradeoff Perspective", ICLR 2021, Sec. 4, L_wsl.
+
+    T^2 * mean_i( w_i * CE(softmax(t_i/T), softmax(s_i/T)) ), the soft term alone (the method adds CE and alpha).
+    As in the official code the soft term is the cross-entropy with the teacher's soft label, not KL: equal
+    gradient in the student, value larger by the teacher's entropy H(softmax(t/T)).
+    Deviation: float label distributions (mixup/cutmix) are accepted in the weight's CEs; the official code
+    takes int labels only (one_hot), and reduces to this for one-hot distributions.
+    """
+    soft = soft_cross_entropy(student_logits, teacher_logits, temperature)
+    weights = wsl_weights(student_logits, teacher_logits, labels)
+    return temperature**2 * (weights * soft).mean()

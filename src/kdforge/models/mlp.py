@@ -1,0 +1,31 @@
+"""Fully connected pieces shared by the zoo (the dropout type, `mlp_head`) and `mlp`, a plain MLP on flattened input."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated
+
+from pydantic import Field, PositiveInt
+from torch import nn
+
+from kdforge.data.types import DataSpec
+from kdforge.registry import MODELS
+
+#: A dropout probability, as `kdforge.models.build` validates it.
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+
+
+def mlp_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout: float) -> nn.Sequential:
+    """Linear-ReLU-Dropout for each hidden width, then a Linear to the classes (default PyTorch init)."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        in_features = width
+    layers.append(nn.Linear(in_features, num_classes))
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("mlp")
+def mlp(spec: DataSpec, hidden: Sequence[PositiveInt] = (256, 256), dropout: Dropout = 0.0) -> nn.Module:
+    """An MLP on the flattened input, for any input shape (e.g. MNIST-1D's (40,))."""
+    return nn.Sequential(nn.Flatten(), *mlp_head(math.prod(spec.input_shape), hidden, spec.num_classes, dropout))

@@ -1,0 +1,128 @@
+"""Augmentation ops, their replay, and the epoch-seeded BatchIterator."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdforge.config.schema import AugmentConfig
+from kdforge.data import BatchIterator, iter_eval
+from kdforge.data.augment import augment, draw, flip, replay, shift
+from kdforge.data.types import Split
+
+ALL_ON = AugmentConfig(crop_padding=3, flip=True, mixup_alpha=0.4, cutmix_alpha=1.0)
+
+
+def _images(b: int = 16, c: int = 3, h: int = 8, w: int = 10) -> torch.Tensor:
+    return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_flip_twice_is_identity() -> None:
+    x, mask = _images(), torch.rand(16, generator=_gen()) < 0.5
+    assert torch.equal(flip(flip(x, mask), mask), x)
+    assert torch.equal(flip(x, mask)[mask], x[mask].flip(-1)) and torch.equal(flip(x, mask)[~mask], x[~mask])
+
+
+def test_shift_zero_is_identity_and_padding_zero_draws_no_crop() -> None:
+    x = _images()
+    assert torch.equal(shift(x, torch.zeros(16, 2, dtype=torch.long)), x)
+    assert "crop_shift" not in draw(AugmentConfig(crop_padding=0), x.shape, _gen())
+
+
+def test_shift_matches_crop_of_padded_image() -> None:
+    x, pad = _images(), 3
+    offsets = draw(AugmentConfig(crop_padding=pad), x.shape, _gen())["crop_shift"]
+    assert offsets.abs().max() <= pad
+    padded = F.pad(x, (pad, pad, pad, pad))
+    expected = torch.stack(
+        [padded[i, :, pad + dy : pad + dy + 8, pad + dx : pad + dx + 10] for i, (dy, dx) in enumerate(offsets.tolist())]
+    )
+    assert torch.equal(shift(x, offsets), expected)
+
+
+def test_replay_is_bit_identical() -> None:
+    x, y = _images(), torch.arange(16) % 5
+    for seed in range(6):  # covers mixup, cutmix and crop/flip draws
+        out, target, params = augment(x, y, ALL_ON, 5, _gen(seed))
+        assert torch.equal(replay(x.clone(), params), out)
+
+
+def test_mixup_target_and_pixels() -> None:
+    x, y = _images(), torch.arange(16) % 4
+    out, target, params = augment(x, y, AugmentConfig(mixup_alpha=0.4), 4, _gen())
+    lam, perm = params["mix_lam"], params["mix_perm"]
+    assert 0 <= float(lam) <= 1 and sorted(perm.tolist()) == list(range(16))
+    assert target is not None and target.shape == (16, 4) and target.dtype == torch.float32
+    assert torch.allclose(target.sum(1), torch.ones(16))
+    assert torch.allclose(out, lam * x + (1 - lam) * x[perm])
+
+
+def test_cutmix_lambda_is_one_minus_box_area() -> None:
+    x, y = _images(), torch.arange(16) % 4
+    for seed in range(8):
+        out, target, params = augment(x, y, AugmentConfig(cutmix_alpha=1.0), 4, _gen(seed))
+        top, left, bottom, right = params["mix_box"].tolist()
+        area = (bottom - top) * (right - left) / (8 * 10)
+        assert float(params["mix_lam"]) == pytest.approx(1 - area)
+        inside = torch.zeros(8, 10, dtype=torch.bool)
+        inside[top:bottom, left:right] = True
+        assert torch.equal(out[..., inside], x[params["mix_perm"]][..., inside])
+        assert torch.equal(out[..., ~inside], x[..., ~inside])
+        assert torch.allclose(target.sum(1), torch.ones(16))
+
+
+def test_mix_prob_zero_never_mixes() -> None:
+    never = AugmentConfig(mixup_alpha=1, mix_prob=0)
+    _, target, params = augment(_images(), torch.zeros(16, dtype=torch.long), never, 2, _gen())
+    assert target is None and params == {}
+
+
+def _split(n: int = 50) -> Split:
+    return Split(x=torch.randn(n, 3, 8, 8, generator=_gen(1)), y=torch.arange(n) % 5)
+
+
+def _batches(it: BatchIterator, e: int) -> list[tuple[torch.Tensor, ...]]:
+    return [(b.x, b.index, *(b.params[k] for k in sorted(b.params))) for b in it.epoch(e)]
+
+
+def test_epoch_is_a_function_of_seed_and_epoch_only() -> None:
+    split = _split()
+    first = BatchIterator(split, 16, 5, ALL_ON, seed=1)
+    assert len(first) == 4 and len(BatchIterator(split, 16, 5, ALL_ON, seed=1, drop_last=True)) == 3
+    fresh = BatchIterator(split, 16, 5, ALL_ON, seed=1)
+    _batches(first, 0)
+    for a, b in zip(_batches(first, 1), _batches(fresh, 1), strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not torch.equal(_batches(fresh, 1)[0][1], _batches(fresh, 2)[0][1])
+    assert not torch.equal(_batches(fresh, 1)[0][1], _batches(BatchIterator(split, 16, 5, ALL_ON, seed=2), 1)[0][1])
+
+
+def test_batches_cover_the_split_and_replay_from_index() -> None:
+    split = _split()
+    it = BatchIterator(split, 16, 5, ALL_ON, seed=0)
+    seen = []
+    for batch in it.epoch(3):
+        seen += batch.index.tolist()
+        assert torch.equal(batch.y, split.y[batch.index])
+        assert torch.equal(replay(split.x[batch.index], batch.params), batch.x)
+    assert sorted(seen) == list(range(50))
+
+
+def test_plain_iteration_and_iter_eval() -> None:
+    split = _split()
+    batches = list(BatchIterator(split, 16, 5, AugmentConfig(), seed=0, shuffle=False).epoch(0))
+    assert torch.equal(torch.cat([b.x for b in batches]), split.x) and all(b.target is None for b in batches)
+    xs, ys = zip(*iter_eval(split, 16))
+    assert [len(v) for v in ys] == [16, 16, 16, 2]
+    assert torch.equal(torch.cat(xs), split.x) and torch.equal(torch.cat(ys), split.y)
+
+
+def test_iterator_refuses_crop_on_vectors() -> None:
+    from kdforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the training inputs"):
+        BatchIterator(Split(torch.zeros(4, 7), torch.zeros(4, dtype=torch.long)), 2, 2, AugmentConfig(flip=True), 0)

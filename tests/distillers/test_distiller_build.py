@@ -1,0 +1,54 @@
+"""distillers.build / validate_params: config errors name the key path and the allowed values."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from torch import nn
+
+from kdforge.config.schema import MethodConfig
+from kdforge.distillers import build, validate_params
+from kdforge.errors import ConfigError
+from kdforge.teachers.live import LiveTeacher
+
+
+def test_builds_each_method_with_validated_params() -> None:
+    teacher = LiveTeacher(nn.Linear(3, 2))
+    d = build(MethodConfig(name="kd", params={"temperature": 2}), nn.Linear(3, 2), teacher, label_smoothing=0.1)
+    assert type(d).__name__ == "KDDistiller"
+    assert d.params.temperature == 2.0 and d.params.kd_weight == 0.9
+    assert d.label_smoothing == 0.1
+    assert type(build(MethodConfig(name="ce"), nn.Linear(3, 2), None)).__name__ == "CEDistiller"
+    assert type(build(MethodConfig(name="wsl"), nn.Linear(3, 2), teacher)).__name__ == "WSLDistiller"
+
+
+def test_unknown_method_lists_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"method\.name: unknown method 'wls'.*allowed: ce, kd, wsl"):
+        validate_params(MethodConfig(name="wls"))
+
+
+def test_unknown_param_names_key_path_and_allowed_keys() -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_params(MethodConfig(name="kd", params={"temperatur": 3.0}))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("method.params.temperatur: unknown parameter of method 'kd'")
+    assert "did you mean 'temperature'" in message
+    assert message.endswith("allowed: temperature, ce_weight, kd_weight")
+
+
+def test_bad_param_value_names_key_path() -> None:
+    with pytest.raises(ConfigError, match=r"^method\.params\.temperature: .*greater than 0 \(got 0\)$"):
+        validate_params(MethodConfig(name="wsl", params={"temperature": 0}))
+
+
+def test_ce_takes_no_params() -> None:
+    with pytest.raises(ConfigError, match=r"method\.params\.alpha: .*allowed: none"):
+        validate_params(MethodConfig(name="ce", params={"alpha": 1.0}))
+
+
+@pytest.mark.parametrize("name", ["kd", "wsl"])
+def test_teacher_methods_without_teacher(name: str) -> None:
+    message = f"method '{name}' needs a teacher: add a teacher section (checkpoint or recipe)"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build(MethodConfig(name=name), nn.Linear(3, 2), None)

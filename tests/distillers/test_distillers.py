@@ -1,0 +1,109 @@
+"""ce / kd / wsl distillers: the loss dict they return, gradients, and the teacher left untouched."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdforge.data.types import Batch
+from kdforge.distillers import METHODS
+from kdforge.losses import kd_loss, wsl_loss
+from kdforge.teachers.live import LiveTeacher
+
+C, D, B = 4, 6, 10
+
+
+def _batch(mixed: bool = False) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, C, (B,), generator=g)
+    target = None
+    if mixed:
+        perm = torch.randperm(B, generator=g)
+        target = 0.7 * F.one_hot(y, C).float() + 0.3 * F.one_hot(y[perm], C).float()
+    return Batch(x=torch.randn(B, D, generator=g), y=y, index=torch.arange(B), target=target)
+
+
+def _models() -> tuple[nn.Module, LiveTeacher]:
+    torch.manual_seed(0)
+    return nn.Linear(D, C), LiveTeacher(nn.Linear(D, C))
+
+
+def _make(name: str, **params: float) -> tuple[nn.Module, nn.Module, LiveTeacher]:
+    student, teacher = _models()
+    method = METHODS[name]
+    distiller = method(student, teacher if method.needs_teacher else None, method.Params(**params), 0.0)
+    return distiller, student, teacher
+
+
+def test_ce_trains_the_student_alone() -> None:
+    student, _ = _models()
+    method = METHODS["ce"]
+    distiller = method(student, None, method.Params(), label_smoothing=0.1)
+    batch = _batch()
+    logits, losses = distiller.forward_train(batch)
+    assert set(losses) == {"ce"}
+    assert torch.allclose(logits, student(batch.x))
+    assert torch.allclose(losses["ce"], F.cross_entropy(logits, batch.y, label_smoothing=0.1))
+
+
+def test_ce_uses_the_mixed_target() -> None:
+    distiller, _, _ = _make("ce")
+    batch = _batch(mixed=True)
+    logits, losses = distiller.forward_train(batch)
+    assert torch.allclose(losses["ce"], F.cross_entropy(logits, batch.target))
+
+
+def test_kd_terms_are_weighted_losses() -> None:
+    distiller, student, teacher = _make("kd", temperature=3.0, ce_weight=0.25, kd_weight=0.6)
+    batch = _batch()
+    logits, losses = distiller.forward_train(batch)
+    assert set(losses) == {"ce", "kd"}
+    t = teacher(batch.x)
+    assert torch.allclose(losses["ce"], 0.25 * F.cross_entropy(logits, batch.y))
+    assert torch.allclose(losses["kd"], 0.6 * kd_loss(logits, t, 3.0))
+
+
+def test_kd_defaults() -> None:
+    p = METHODS["kd"].Params()
+    assert (p.temperature, p.ce_weight, p.kd_weight) == (4.0, 0.1, 0.9)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_wsl_terms_are_weighted_losses(mixed: bool) -> None:
+    distiller, student, teacher = _make("wsl", temperature=3.0, alpha=1.5, ce_weight=0.5)
+    batch = _batch(mixed)
+    logits, losses = distiller.forward_train(batch)
+    assert set(losses) == {"ce", "wsl"}
+    t = teacher(batch.x)
+    assert torch.allclose(losses["ce"], 0.5 * F.cross_entropy(logits, batch.labels))
+    assert torch.allclose(losses["wsl"], 1.5 * wsl_loss(logits, t, batch.labels, 3.0))
+
+
+def test_wsl_defaults_are_the_official_ones() -> None:
+    p = METHODS["wsl"].Params()
+    assert (p.temperature, p.alpha, p.ce_weight) == (2.0, 2.5, 1.0)
+
+
+@pytest.mark.parametrize("name", ["ce", "kd", "wsl"])
+def test_gradients_reach_the_student_only(name: str) -> None:
+    distiller, student, teacher = _make(name)
+    distiller.train()
+    assert not teacher.model.training  # a live teacher stays in eval mode
+    _, losses = distiller.forward_train(_batch())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert "teacher" not in distiller.trainable()
+
+
+def test_eval_forward_is_the_student() -> None:
+    distiller, student, _ = _make("kd")
+    x = _batch().x
+    assert torch.equal(distiller(x), student(x))
+
+
+def test_teacher_methods_refuse_no_teacher() -> None:
+    student, _ = _models()
+    with pytest.raises(ValueError, match="needs a teacher"):
+        METHODS["wsl"](student, None, METHODS["wsl"].Params())
