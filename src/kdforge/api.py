@@ -25,8 +25,6 @@ from kdforge.errors import CheckpointError, ConfigError
 from kdforge.fileio import atomic_write_text
 from kdforge.teachers import LiveTeacher
 
-TEACHER_STORE = Path("runs/teachers")
-
 
 def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False,
         bundle: DataBundle | None = None) -> dict[str, Any]:
@@ -74,7 +72,7 @@ def teacher_dir(cfg: ExperimentConfig) -> Path:
         return Path(cfg.teacher.checkpoint)
     key = json.dumps({"data": cfg.data.model_dump(mode="json"), "model": cfg.teacher.model.model_dump(mode="json"),
                       "recipe": cfg.teacher.recipe.model_dump(mode="json")}, sort_keys=True)
-    return TEACHER_STORE / f"{cfg.teacher.model.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return Path(cfg.teacher.store_dir) / f"{cfg.teacher.model.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def prepare_teacher(cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:

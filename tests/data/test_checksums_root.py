@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from kdforge.data import resolve_root
-from kdforge.data.checksums import read_verified, sha256_file, verify_sha256
+from kdforge.data.checksums import read_verified, verify_sha256
+from kdforge.fileio import sha256_of
 from kdforge.errors import DataError
 
 
@@ -14,7 +15,7 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     payload = bytes(range(256)) * 9000  # spans several read chunks
     path.write_bytes(payload)
-    assert sha256_file(path) == hashlib.sha256(payload).hexdigest()
+    assert sha256_of(path) == hashlib.sha256(payload).hexdigest()
 
 
 def test_verify_sha256_names_file_and_both_hashes(tmp_path: Path) -> None:

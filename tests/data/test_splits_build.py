@@ -79,11 +79,11 @@ def test_gaussian_params_and_errors() -> None:
     bundle = build(DataConfig(name="gaussian", params={"dim": 5, "num_classes": 3, "n_train": 300}))
     assert bundle.spec.input_shape == (5,) and bundle.spec.num_classes == 3
     assert len(bundle.train) + len(bundle.val) == 300
-    with pytest.raises(ConfigError, match=r"data\.params\.dims: .*allowed: .*dim, n_test"):
+    with pytest.raises(ConfigError, match=r"data\.params\.dims: .*allowed: n_train, n_test, dim, num_classes"):
         build(DataConfig(name="gaussian", params={"dims": 5}))
     with pytest.raises(ConfigError, match=r"data\.params\.dim: "):
         build(DataConfig(name="gaussian", params={"dim": "wide"}))
-    with pytest.raises(ConfigError, match=r"data\.params\.seed: unknown option of data set 'digits'; allowed: none"):
+    with pytest.raises(ConfigError, match=r"data\.params\.seed: unknown parameter of data set 'digits'; allowed: none"):
         build(_data(params={"seed": 1}))
 
 

@@ -31,10 +31,10 @@ def test_unknown_name_suggests_close_match() -> None:
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"hidden": 256}, r"student\.params\.hidden: invalid value 256 .*sequence"),
-        ({"hidden": ["256"]}, r"student\.params\.hidden: invalid value \['256'\] .*\[0\] input should be .*integer"),
-        ({"hidden": [0]}, r"student\.params\.hidden: .*greater than 0"),
-        ({"dropout": 1.5}, r"student\.params\.dropout: invalid value 1\.5 .*less than 1"),
+        ({"hidden": 256}, r"student\.params\.hidden: .*Sequence \(got 256\)"),
+        ({"hidden": ["256"]}, r"student\.params\.hidden\.0: .*valid integer \(got '256'\)"),
+        ({"hidden": [0]}, r"student\.params\.hidden\.0: .*greater than 0"),
+        ({"dropout": 1.5}, r"student\.params\.dropout: .*less than 1 \(got 1\.5\)"),
         ({"dropout": "0.1"}, r"student\.params\.dropout: .*valid number"),
     ],
 )

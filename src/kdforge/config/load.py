@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kdforge.config.schema import ExperimentConfig
+from kdforge.config.options import describe_errors
 from kdforge.errors import ConfigError
 
 
@@ -68,20 +69,12 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any, item: str) -> N
 
 def format_validation_error(err: ValidationError, root: type[BaseModel]) -> str:
     """One line per problem: the key path, what is wrong, and for unknown keys the allowed ones."""
-    lines = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
-        path = ".".join(loc) or "config"
-        if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(root, e["loc"][:-1])
-            lines.append(f"{path}: unknown key; allowed: {', '.join(allowed)}")
-        elif e["type"] == "missing":
-            lines.append(f"{path}: required key is missing")
-        else:
-            got = e.get("input")
-            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-            lines.append(f"{path}: {e['msg']}{shown}")
-    return "; ".join(lines)
+    unknown = [e for e in err.errors() if e["type"] == "extra_forbidden"]
+    if unknown:  # the most common mistake: a typo'd key; show what is allowed there
+        loc = unknown[0]["loc"]
+        allowed = _allowed_keys(root, loc[:-1])
+        return f"{'.'.join(map(str, loc))}: unknown key; allowed: {', '.join(allowed)}"
+    return describe_errors(err)
 
 
 def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from kdforge.config.schema import ExperimentConfig
-from kdforge.errors import ConfigError
+from kdforge.config.options import validate_options
 
 
 def check_names(cfg: ExperimentConfig) -> None:
@@ -10,13 +10,10 @@ def check_names(cfg: ExperimentConfig) -> None:
     import kdforge.distillers as distillers
     import kdforge.models as models
 
-    data.DATASETS.lookup(cfg.data.name, "data.name")
+    source = data.DATASETS.lookup(cfg.data.name, "data.name")
+    validate_options(source.params_model, cfg.data.params, "data.params", f"data set {cfg.data.name!r}")
     models.check(cfg.student, "student")
     if cfg.teacher is not None:
         models.check(cfg.teacher.model, "teacher.model")
-    method = distillers.METHODS.lookup(cfg.method.name, "method.name")
     distillers.validate_params(cfg.method)
-    if method.needs_teacher and cfg.teacher is None:
-        raise ConfigError(
-            f"method.name: method {cfg.method.name!r} needs a teacher: add a teacher section (checkpoint or recipe)"
-        )
+    distillers.check_teacher(cfg.method, cfg.teacher is not None)

@@ -80,6 +80,7 @@ class TeacherConfig(StrictModel):
     model: ModelConfig
     checkpoint: str | None = Field(None, description="saved model folder (kdforge.save_model) to load")
     recipe: RecipeConfig | None = Field(None, description="train the teacher first when no checkpoint is given")
+    store_dir: str = Field("runs/teachers", description="where teachers trained from a recipe are kept and reused")
 
     @model_validator(mode="after")
     def _source(self) -> "TeacherConfig":

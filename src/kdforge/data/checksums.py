@@ -5,22 +5,12 @@ import hashlib
 from pathlib import Path
 
 from kdforge.errors import DataError
-
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path | str) -> str:
-    """Hex SHA-256 of a file, streamed in 1 MiB chunks so that large archives are never held in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+from kdforge.fileio import sha256_of
 
 
 def verify_sha256(path: Path | str, expected: str) -> None:
     """Raise DataError unless the file at `path` hashes to `expected`."""
-    _compare(path, sha256_file(path), expected)
+    _compare(path, sha256_of(path), expected)
 
 
 def read_verified(path: Path, expected: str) -> bytes:

@@ -1,13 +1,11 @@
 """Turn `method:` of a config into a Distiller: name lookup, params validation, teacher check, one-line errors."""
 from __future__ import annotations
 
-from difflib import get_close_matches
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 from torch import nn
 
+from kdforge.config.options import validate_options
 from kdforge.distillers.base import Distiller, MethodParams
 from kdforge.errors import ConfigError
 from kdforge.registry import METHODS
@@ -20,11 +18,7 @@ if TYPE_CHECKING:  # kdforge.config imports this package lazily; a runtime impor
 def validate_params(cfg: MethodConfig) -> MethodParams:
     """Check `method.name` and `method.params` before any work; raise ConfigError naming the key path."""
     method: type[Distiller] = METHODS.lookup(cfg.name, "method.name")
-    try:
-        return method.Params.model_validate(cfg.params)
-    except ValidationError as exc:
-        problems = "; ".join(_describe(err, cfg.name, method.Params) for err in exc.errors())
-        raise ConfigError(problems) from None
+    return validate_options(method.Params, cfg.params, "method.params", f"method {cfg.name!r}")
 
 
 def check_teacher(cfg: MethodConfig, has_teacher: bool) -> None:
@@ -45,15 +39,3 @@ def build(
     check_teacher(cfg, teacher is not None)
     method: type[Distiller] = METHODS[cfg.name]
     return method(student, teacher, params, label_smoothing=label_smoothing)
-
-
-def _describe(err: ErrorDetails, method_name: str, params_cls: type[MethodParams]) -> str:
-    key = ".".join(str(part) for part in err["loc"])
-    where = f"method.params.{key}" if key else "method.params"
-    if err["type"] == "extra_forbidden":
-        names = list(params_cls.model_fields)
-        hint = get_close_matches(key, names, n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        allowed = ", ".join(names) or "none"
-        return f"{where}: unknown parameter of method {method_name!r}{suggestion}; allowed: {allowed}"
-    return f"{where}: {err['msg']} (got {err['input']!r})"

@@ -146,7 +146,7 @@ class Trainer:
                 "lr": self.scheduler.get_last_lr()[0]}, step
 
     def _diverged_message(self, losses: dict[str, Tensor], epoch: int, i: int, step: int) -> str:
-        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
         last = latest_checkpoint(self.ckpt_dir)
         kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
         return (f"loss became non-finite at epoch {epoch}, batch {i + 1}/{len(self.loader)} (global step {step + 1}):"

@@ -66,46 +66,15 @@ def _stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> nn.
     return nn.Sequential(first, *(BasicBlock(out_channels, out_channels) for _ in range(blocks - 1)))
 
 
-@MODELS.register("resnet8")
-def resnet8(spec: DataSpec) -> nn.Module:
-    return CifarResNet(8, THIN, spec)
+def _register(name: str, depth: int, widths: tuple[int, ...]) -> None:
+    def builder(spec: DataSpec) -> nn.Module:
+        return CifarResNet(depth, widths, spec)
+
+    builder.__name__ = name
+    MODELS.register(name)(builder)
 
 
-@MODELS.register("resnet14")
-def resnet14(spec: DataSpec) -> nn.Module:
-    return CifarResNet(14, THIN, spec)
-
-
-@MODELS.register("resnet20")
-def resnet20(spec: DataSpec) -> nn.Module:
-    return CifarResNet(20, THIN, spec)
-
-
-@MODELS.register("resnet32")
-def resnet32(spec: DataSpec) -> nn.Module:
-    return CifarResNet(32, THIN, spec)
-
-
-@MODELS.register("resnet44")
-def resnet44(spec: DataSpec) -> nn.Module:
-    return CifarResNet(44, THIN, spec)
-
-
-@MODELS.register("resnet56")
-def resnet56(spec: DataSpec) -> nn.Module:
-    return CifarResNet(56, THIN, spec)
-
-
-@MODELS.register("resnet110")
-def resnet110(spec: DataSpec) -> nn.Module:
-    return CifarResNet(110, THIN, spec)
-
-
-@MODELS.register("resnet8x4")
-def resnet8x4(spec: DataSpec) -> nn.Module:
-    return CifarResNet(8, WIDE, spec)
-
-
-@MODELS.register("resnet32x4")
-def resnet32x4(spec: DataSpec) -> nn.Module:
-    return CifarResNet(32, WIDE, spec)
+for _depth in (8, 14, 20, 32, 44, 56, 110):
+    _register(f"resnet{_depth}", _depth, THIN)
+for _depth in (8, 32):
+    _register(f"resnet{_depth}x4", _depth, WIDE)

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
+from kdforge.config.options import validate_options
 from kdforge.data.types import DataSpec, Split
-from kdforge.errors import ConfigError, DataError
+from kdforge.errors import DataError
 from kdforge.registry import DATASETS
 
 Loaded = tuple[DataSpec, Split, Split]
@@ -37,7 +38,7 @@ class Source:
     needs_root: bool
 
     def __call__(self, root: Path | None, params: dict[str, Any]) -> Loaded:
-        return self.load(root, parse_params(self.name, self.params_model, params))
+        return self.load(root, validate_options(self.params_model, params, "data.params", f"data set {self.name!r}"))
 
 
 def register(
@@ -50,21 +51,6 @@ def register(
         return load
 
     return decorator
-
-
-def parse_params(source: str, model: type[SourceParams], params: dict[str, Any]) -> SourceParams:
-    """Validate `data.params` against `model`; errors name the key path `data.params.<key>`."""
-    allowed = ", ".join(sorted(model.model_fields)) or "none"
-    for key in params:
-        if key not in model.model_fields:
-            raise ConfigError(f"data.params.{key}: unknown option of data set {source!r}; allowed: {allowed}")
-    try:
-        return model.model_validate(params)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"data.params.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()
-        )
-        raise ConfigError(problems) from None
 
 
 def require(path: Path) -> Path:

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from kdforge.data.checksums import sha256_file
+from kdforge.fileio import sha256_of
 from kdforge.data.root import cache_dir
 from kdforge.data.sources.base import Loaded, SourceParams, finish, register, require
 from kdforge.data.types import Split
@@ -55,7 +55,7 @@ def load(root: Path | None, params: SourceParams) -> Loaded:
 
 def cached_tensors(archive: Path) -> tuple[dict[str, Tensor], list[str]]:
     """The decoded archive as {x_train, y_train, x_test, y_test} and the class names, from cache when valid."""
-    key = sha256_file(archive)
+    key = sha256_of(archive)
     path = cache_dir() / f"cifar10-{key[:32]}.safetensors"
     if path.exists():
         try:

@@ -1,0 +1,57 @@
+"""Validate the `params` of a registered component (model, method, data set) with one-line errors.
+
+Every component declares its options as a pydantic model; this is the one place that turns a bad key or
+value into a ConfigError naming the key path and, for unknown keys, the allowed ones.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from difflib import get_close_matches
+from functools import cache
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from kdforge.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_options(model: type[M], params: Mapping[str, Any], key_path: str, owner: str) -> M:
+    """`model` validated from `params`; `key_path` is e.g. "method.params", `owner` e.g. "method 'kd'"."""
+    allowed = list(model.model_fields)
+    for key in params:
+        if key not in allowed:
+            hint = get_close_matches(str(key), allowed, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{key_path}.{key}: unknown parameter of {owner}{suggestion}; "
+                              f"allowed: {', '.join(allowed) or 'none'}")
+    try:
+        return model.model_validate(dict(params))
+    except ValidationError as err:
+        raise ConfigError(describe_errors(err, key_path)) from None
+
+
+def describe_errors(err: ValidationError, key_path: str = "") -> str:
+    """One `path: message (got value)` clause per problem, joined by '; '."""
+    clauses = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        path = ".".join(p for p in (key_path, loc) if p) or "config"
+        got = e.get("input")
+        shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
+        clauses.append(f"{path}: {e['msg']}{shown}")
+    return "; ".join(clauses)
+
+
+@cache
+def signature_model(fn: Callable[..., Any], skip: int = 1) -> type[BaseModel]:
+    """A strict pydantic model of `fn`'s keyword parameters after the first `skip` (annotations and defaults)."""
+    fields: dict[str, Any] = {}
+    hints = inspect.get_annotations(fn, eval_str=True)
+    for name, p in list(inspect.signature(fn).parameters.items())[skip:]:
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[name] = (hints.get(name, Any), default)
+    return create_model(f"{getattr(fn, '__name__', 'builder')}_params",
+                        __config__=ConfigDict(extra="forbid", strict=True), **fields)
