@@ -104,7 +104,15 @@ COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _com
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Overrides may come after options (`compare x.yaml --seeds 5 train.epochs=3`), which argparse alone
+    # does not allow for a positional list: collect the leftover key=value words as overrides.
+    args, extra = parser.parse_known_args(argv)
+    stray = [word for word in extra if word.startswith("-") or "=" not in word]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         COMMANDS[args.command](args)
     except KdforgeError as err:

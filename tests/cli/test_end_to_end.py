@@ -1,0 +1,70 @@
+"""The CLI end to end on real data: distill, evaluate the saved student, survive a SIGKILL and resume exactly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import kdforge
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHARED.is_dir(), reason="shared data not present")]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kdforge", *args]
+
+
+def _args(run_dir: Path, teachers: Path) -> list[str]:
+    return [str(ROOT / "configs" / "fashion_mnist_kd.yaml"), "data.train_subset=6000", "data.test_subset=1000",
+            "train.epochs=8", "teacher.recipe.train.epochs=2", f"teacher.store_dir={teachers}",
+            f"output_dir={run_dir}", "train.progress=false", "teacher.recipe.train.progress=false"]
+
+
+def test_distill_then_eval(tmp_path):
+    proc = subprocess.run(_cli("distill", *_args(tmp_path / "run", tmp_path / "t"), "train.epochs=2"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    student = kdforge.load_model(tmp_path / "run" / "student")  # no teacher, connectors or training state
+    assert sum(p.numel() for p in student.parameters()) == summary["student"]["params"]
+    ev = subprocess.run(_cli("eval", str(tmp_path / "run"), "--data", "fashion_mnist"), capture_output=True,
+                        text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["top1"] > 0.5
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    teachers = tmp_path / "t"
+    subprocess.run(_cli("train", "--teacher", *_args(tmp_path / "x", teachers)), check=True, timeout=300)
+    full = subprocess.run(_cli("distill", *_args(tmp_path / "full", teachers)), capture_output=True, text=True,
+                          timeout=300)
+    assert full.returncode == 0, full.stderr
+
+    cut_dir = tmp_path / "cut"
+    proc = subprocess.Popen(_cli("distill", *_args(cut_dir, teachers)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = cut_dir / "checkpoints" / "latest.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists() and json.loads(latest.read_text())["epoch"] >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (cut_dir / "summary.json").exists()
+
+    resumed = subprocess.run(_cli("distill", *_args(cut_dir, teachers), "--resume"), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((cut_dir / "summary.json").read_text())["resumed_from_epoch"] >= 2
+    a = load_file(str(tmp_path / "full" / "student" / "model.safetensors"))
+    b = load_file(str(cut_dir / "student" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,43 @@
+"""Every shipped example config validates, and runs end to end on a sliver of its data."""
+from pathlib import Path
+
+import pytest
+
+from kdforge.api import run
+from kdforge.config import load_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+NEEDS_FILES = {"mnist", "fashion_mnist", "mnist1d", "cifar10"}
+
+
+def test_every_data_set_and_method_has_an_example():
+    from kdforge.registry import DATASETS, METHODS
+
+    cfgs = [load_config(p) for p in CONFIGS]
+    assert {c.data.name for c in cfgs} == set(DATASETS)
+    assert {c.method.name for c in cfgs} == set(METHODS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.name and cfg.train.epochs >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_runs_on_a_sliver(path, tmp_path, monkeypatch):
+    cfg = load_config(path)
+    if cfg.data.name in NEEDS_FILES and not SHARED.is_dir():
+        pytest.skip(f"{SHARED} not present")
+    monkeypatch.setenv("KDFORGE_CACHE", str(tmp_path.parent / "kdforge-cache"))  # shared by the CIFAR runs
+    overrides = ["train.epochs=1", "data.train_subset=400", "data.test_subset=200", "data.val_fraction=0.25",
+                 "train.progress=false", f"output_dir={tmp_path / 'run'}"]
+    if cfg.teacher is not None:
+        overrides += ["teacher.recipe.train.epochs=1", "teacher.recipe.train.progress=false",
+                      f"teacher.store_dir={tmp_path / 'teachers'}"]
+    summary = run(load_config(path, overrides))
+    assert 0.0 <= summary["test"]["top1"] <= 1.0
+    assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "summary.json").exists()
