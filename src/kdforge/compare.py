@@ -42,7 +42,7 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
     if cfg.teacher is not None:
         teacher = prepare_teacher(cfg, bundle)
         metrics = evaluate(teacher, bundle.test, cfg.data.eval_batch_size, resolve_device(cfg.train.device))
-        rows.append(aggregate(f"teacher ({cfg.teacher.model.name})", [{"test": metrics, "train_time_s": 0.0}]))
+        rows.append(aggregate(f"teacher ({cfg.teacher.model.name})", [{"test": metrics}]))
     summaries: dict[str, list[dict[str, Any]]] = {}
     for name in methods:
         method = method_config(cfg, name)

@@ -24,7 +24,9 @@ def aggregate(label: str, summaries: Sequence[dict[str, Any]]) -> dict[str, Any]
         vals = [s["test"][key] for s in summaries if key in s["test"]]
         if vals:
             row[key] = mean_std(vals)
-    row["time_s"] = mean_std([s["train_time_s"] for s in summaries])
+    times = [s["train_time_s"] for s in summaries if s.get("train_time_s") is not None]
+    if times:
+        row["time_s"] = mean_std(times)
     return row
 
 
@@ -37,11 +39,11 @@ def _cell(row: dict[str, Any], key: str, scale: float) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = ["method", "seeds"] + [title for _, title, _ in COLUMNS] + ["train s"]
+    head = ["method", "seeds"] + [title for _, title, _ in COLUMNS] + ["train time s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["method"], str(row["seeds"])] + [_cell(row, k, s) for k, _, s in COLUMNS]
-        cells.append(f"{row['time_s'][0]:.1f}")
+        cells.append(f"{row['time_s'][0]:.1f}" if "time_s" in row else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -53,7 +55,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
                         + ["time_s_mean"])
         for row in rows:
             stats = [v for k, _, _ in COLUMNS for v in row.get(k, (float("nan"), float("nan")))]
-            writer.writerow([row["method"], row["seeds"], *stats, row["time_s"][0]])
+            writer.writerow([row["method"], row["seeds"], *stats, row.get("time_s", (float("nan"),))[0]])
 
 
 def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
