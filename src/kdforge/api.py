@@ -31,7 +31,7 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False,
     """Run one experiment end to end: data, teacher, student, method, training; returns the summary."""
     t0 = time.perf_counter()
     bundle = bundle or data_mod.build(cfg.data)
-    teacher = prepare_teacher(cfg, bundle) if cfg.teacher is not None else None
+    teacher = prepare_teacher(cfg, bundle) if _wants_teacher(cfg) else None
     seed_everything(cfg.seed)
     student = models.build(cfg.student, bundle.spec, "student")
     distiller = distillers.build(cfg.method, student, LiveTeacher(teacher) if teacher is not None else None,
@@ -45,6 +45,14 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False,
     summary = _summary(cfg, result, student, teacher, time.perf_counter() - t0)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _wants_teacher(cfg: ExperimentConfig) -> bool:
+    """The method needs the teacher, or it is already saved (then a student trained alone is still compared
+    with it: agreement and KL); a teacher is never trained only for those metrics."""
+    if cfg.teacher is None:
+        return False
+    return distillers.METHODS[cfg.method.name].needs_teacher or (teacher_dir(cfg) / "model.json").exists()
 
 
 def _summary(cfg: ExperimentConfig, result: FitResult, student: nn.Module, teacher: nn.Module | None,
