@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from kdforge.data.types import Batch
+from kdforge.losses import hard_cross_entropy
 from kdforge.teachers.live import TeacherSource
 
 
@@ -48,6 +49,14 @@ class Distiller(nn.Module):
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
+
+    def hard_loss(self, logits: Tensor, batch: Batch) -> Tensor:
+        """CE on the batch's labels (mixed when mixup/cutmix ran), with the run's label smoothing."""
+        return hard_cross_entropy(logits, batch.labels, self.label_smoothing)
+
+    def student_and_teacher(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Student logits (with grad) and teacher logits (without) on the same view of the batch."""
+        return self.student(batch.x), self.teacher.logits(batch)
 
     def trainable(self) -> nn.ModuleDict:
         """The modules whose parameters are optimized and checkpointed: the student and any connectors."""

@@ -7,7 +7,6 @@ from torch import Tensor
 
 from kdforge.data.types import Batch
 from kdforge.distillers.base import Distiller, MethodParams
-from kdforge.losses import hard_cross_entropy
 from kdforge.registry import METHODS
 
 
@@ -24,4 +23,4 @@ class CEDistiller(Distiller):
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.student(batch.x)
-        return logits, {"ce": hard_cross_entropy(logits, batch.labels, self.label_smoothing)}
+        return logits, {"ce": self.hard_loss(logits, batch)}

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from kdforge.data.types import Batch
 from kdforge.distillers.base import Distiller, MethodParams
-from kdforge.losses import hard_cross_entropy, kd_loss
+from kdforge.losses import kd_loss
 from kdforge.registry import METHODS
 
 
@@ -29,10 +29,8 @@ class KDDistiller(Distiller):
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
-        logits = self.student(batch.x)
-        teacher_logits = self.teacher.logits(batch)
-        ce = hard_cross_entropy(logits, batch.labels, self.label_smoothing)
+        logits, teacher_logits = self.student_and_teacher(batch)
         return logits, {
-            "ce": p.ce_weight * ce,
+            "ce": p.ce_weight * self.hard_loss(logits, batch),
             "kd": p.kd_weight * kd_loss(logits, teacher_logits, p.temperature),
         }

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from kdforge.data.types import Batch
 from kdforge.distillers.base import Distiller, MethodParams
-from kdforge.losses import hard_cross_entropy, wsl_loss
+from kdforge.losses import wsl_loss
 from kdforge.registry import METHODS
 
 
@@ -28,11 +28,8 @@ class WSLDistiller(Distiller):
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
-        logits = self.student(batch.x)
-        teacher_logits = self.teacher.logits(batch)
-        labels = batch.labels
-        ce = hard_cross_entropy(logits, labels, self.label_smoothing)
+        logits, teacher_logits = self.student_and_teacher(batch)
         return logits, {
-            "ce": p.ce_weight * ce,
-            "wsl": p.alpha * wsl_loss(logits, teacher_logits, labels, p.temperature),
+            "ce": p.ce_weight * self.hard_loss(logits, batch),
+            "wsl": p.alpha * wsl_loss(logits, teacher_logits, batch.labels, p.temperature),
         }
