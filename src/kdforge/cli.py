@@ -49,16 +49,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from kdforge.api import prepare_teacher, run
+    from kdforge.api import prepare_teacher, run, teacher_dir
     from kdforge.config import load_config
     from kdforge.data import build
+    from kdforge.engine import evaluate, resolve_device
 
     overrides = list(args.overrides)
     if args.teacher:
         cfg = load_config(args.config, overrides)
         if cfg.teacher is None:
             raise KdforgeError(f"{args.config} has no teacher section to train")
-        prepare_teacher(cfg, build(cfg.data))
+        bundle = build(cfg.data)
+        teacher = prepare_teacher(cfg, bundle)
+        top1 = evaluate(teacher, bundle.test, cfg.data.eval_batch_size, resolve_device(cfg.train.device))["top1"]
+        print(f"teacher {cfg.teacher.model.name}: test top-1 {top1:.2%} -> {teacher_dir(cfg)}")
         return
     cfg = load_config(args.config, ["method.name=ce", "method.params={}", *overrides])
     _print_summary(run(cfg, resume=args.resume, overwrite=args.overwrite))
