@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from kdforge import __version__
 from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.errors import CheckpointError, ConfigError
@@ -36,7 +36,7 @@ def save_model(
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "kdforge_version": _kdforge_version(),
+        "kdforge_version": __version__,
         "model": cfg.model_dump(mode="json"),
         "spec": {"name": spec.name, "input_shape": list(spec.input_shape), "num_classes": spec.num_classes},
         "weights": {"file": WEIGHTS, "bytes": len(weights), "sha256": hashlib.sha256(weights).hexdigest()},
@@ -128,10 +128,3 @@ def _read_weights(weights_path: Path, sha256: str) -> dict[str, torch.Tensor]:
         return load_safetensors(data)
     except SafetensorError as e:
         raise CheckpointError(f"{weights_path}: not valid safetensors ({e}); re-save or re-train the model") from e
-
-
-def _kdforge_version() -> str:
-    try:
-        return version("kdforge")
-    except PackageNotFoundError:
-        return "unknown"
