@@ -11,9 +11,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from kdforge.fileio import sha256_of
+from kdforge.fileio import atomic_write, sha256_of
 from kdforge.data.root import cache_dir
 from kdforge.data.sources.base import Loaded, SourceParams, finish, register, require
 from kdforge.data.types import Split
@@ -131,7 +129,7 @@ def _payload_digest(tensors: dict[str, Tensor], classes_json: str) -> str:
 
 
 def _write_cache(path: Path, tensors: dict[str, Tensor], classes: list[str], key: str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers see the old file or the whole new one."""
+    """Written atomically: readers see the old file or the whole new one."""
     classes_json = json.dumps(classes)
     metadata = {
         "format": CACHE_FORMAT,
@@ -139,15 +137,7 @@ def _write_cache(path: Path, tensors: dict[str, Tensor], classes: list[str], key
         "payload_sha256": _payload_digest(tensors, classes_json),
         "classes": classes_json,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _read_cache(path: Path, key: str) -> tuple[dict[str, Tensor], list[str]]:
