@@ -116,7 +116,8 @@ def test_plain_iteration_and_iter_eval() -> None:
     split = _split()
     batches = list(BatchIterator(split, 16, 5, AugmentConfig(), seed=0, shuffle=False).epoch(0))
     assert torch.equal(torch.cat([b.x for b in batches]), split.x) and all(b.target is None for b in batches)
-    xs, ys = zip(*iter_eval(split, 16))
+    evals = list(iter_eval(split, 16))
+    xs, ys = [b.x for b in evals], [b.y for b in evals]
     assert [len(v) for v in ys] == [16, 16, 16, 2]
     assert torch.equal(torch.cat(xs), split.x) and torch.equal(torch.cat(ys), split.y)
 
@@ -126,3 +127,21 @@ def test_iterator_refuses_crop_on_vectors() -> None:
 
     with pytest.raises(ConfigError, match="the training inputs"):
         BatchIterator(Split(torch.zeros(4, 7), torch.zeros(4, dtype=torch.long)), 2, 2, AugmentConfig(flip=True), 0)
+
+
+def test_unlabeled_split_gives_batches_without_labels() -> None:
+    split = _split().unlabel()
+    batches = list(BatchIterator(split, 16, 5, AugmentConfig(mixup_alpha=1.0), seed=0, name="unlabeled").epoch(0))
+    assert all(b.y is None and b.target is None and b.split == "unlabeled" for b in batches)
+    assert torch.equal(split.hidden_y, _split().y)  # the truth is kept for analysis, not in batches
+    with pytest.raises(ValueError, match="no labels"):
+        batches[0].labels
+
+
+def test_token_ids_refuse_every_augmentation() -> None:
+    from kdforge.errors import ConfigError
+
+    tokens = Split(torch.randint(2, 50, (8, 5)), torch.zeros(8, dtype=torch.long))
+    with pytest.raises(ConfigError, match="mixup_alpha.*token data"):
+        BatchIterator(tokens, 4, 2, AugmentConfig(mixup_alpha=0.2), 0)
+    assert torch.equal(next(BatchIterator(tokens, 4, 2, AugmentConfig(), 0, shuffle=False).epoch(0)).x, tokens.x[:4])

@@ -39,8 +39,16 @@ def validate(augment: AugmentConfig, input_shape: tuple[int, ...], name: str) ->
             )
 
 
+def require_off(augment: AugmentConfig, what: str) -> None:
+    """Refuse every augmentation op on data that is not float tensors (token ids, graphs)."""
+    for key, value in augment.model_dump().items():
+        if key != "mix_prob" and value:
+            raise ConfigError(f"data.augment.{key} applies to float tensors; {what} data cannot be augmented, "
+                              f"so leave data.augment.{key} off")
+
+
 def augment(
-    x: Tensor, y: Tensor, cfg: AugmentConfig, num_classes: int, gen: torch.Generator
+    x: Tensor, y: Tensor | None, cfg: AugmentConfig, num_classes: int, gen: torch.Generator
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
     """Draw params for this batch and apply them: (augmented x, mixed target or None, params)."""
     params = draw(cfg, x.shape, gen)
@@ -79,9 +87,10 @@ def replay(x: Tensor, params: dict[str, Tensor]) -> Tensor:
     return x
 
 
-def mixed_target(y: Tensor, params: dict[str, Tensor], num_classes: int) -> Tensor | None:
-    """lam * onehot(y) + (1 - lam) * onehot(y[perm]) as float [B, C], or None when the batch was not mixed."""
-    if "mix_perm" not in params:
+def mixed_target(y: Tensor | None, params: dict[str, Tensor], num_classes: int) -> Tensor | None:
+    """lam * onehot(y) + (1 - lam) * onehot(y[perm]) as float [B, C], or None when the batch was not mixed
+    (or has no labels: a mixed unlabeled view is still a valid input for a teacher)."""
+    if "mix_perm" not in params or y is None:
         return None
     onehot = F.one_hot(y, num_classes).to(torch.float32)
     lam = params["mix_lam"]

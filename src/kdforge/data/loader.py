@@ -5,8 +5,6 @@ import hashlib
 from collections.abc import Iterator
 
 import torch
-from torch import Tensor
-
 from kdforge.config.schema import AugmentConfig
 from kdforge.data import augment as aug
 from kdforge.data.types import Batch, Split
@@ -35,11 +33,16 @@ class BatchIterator:
         seed: int,
         shuffle: bool = True,
         drop_last: bool = False,
+        name: str = "train",
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        aug.validate(augment, tuple(split.x.shape[1:]), "the training")
-        self.split = Split(split.x.contiguous(), split.y.contiguous())
+        if split.graph is not None or not split.x.is_floating_point():
+            aug.require_off(augment, "graph" if split.graph is not None else "token")
+        else:
+            aug.validate(augment, tuple(split.x.shape[1:]), "the training")
+        self.split = split
+        self.name = name
         self.batch_size = batch_size
         self.num_classes = num_classes
         self.augment = augment
@@ -58,12 +61,22 @@ class BatchIterator:
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
-            y = self.split.y.index_select(0, index)
+            if self.split.graph is not None or not self.augment_on:
+                yield self.split.batch(index, split=self.name)
+                continue
+            y = None if self.split.y is None else self.split.y.index_select(0, index)
             x, target, params = aug.augment(self.split.x.index_select(0, index), y, self.augment, self.num_classes, gen)
-            yield Batch(x=x, y=y, index=index, target=target, params=params)
+            yield self.split.batch(index, x=x, target=target, params=params, split=self.name)
+
+    @property
+    def augment_on(self) -> bool:
+        return self.augment != AugmentConfig()
 
 
-def iter_eval(split: Split, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """(x, y) in split order, as views without copies, for evaluation."""
-    for start in range(0, len(split), batch_size):
-        yield split.x[start : start + batch_size], split.y[start : start + batch_size]
+def iter_eval(split: Split, batch_size: int) -> Iterator[Batch]:
+    """Batches of `split` in order, without augmentation, for evaluation. A graph is one batch: every forward
+    pass runs on the whole graph anyway."""
+    n = len(split)
+    step = n if split.graph is not None else batch_size
+    for start in range(0, n, max(step, 1)):
+        yield split.batch(torch.arange(start, min(start + step, n)), split="eval")

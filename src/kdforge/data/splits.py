@@ -12,7 +12,7 @@ SUBSET_SEED = 0
 
 def take(split: Split, index: Tensor) -> Split:
     """The samples at `index`, copied into new contiguous tensors (so batches can be gathered cheaply)."""
-    return Split(x=split.x.index_select(0, index), y=split.y.index_select(0, index))
+    return split.take(index)
 
 
 def subset(split: Split, n: int | None) -> Split:

@@ -1,65 +1,176 @@
-"""The data contract shared by every stage: splits held as tensors, the batches drawn from them."""
+"""The data contract shared by every stage: splits held as tensors, the batches drawn from them.
+
+Three kinds of data flow through the same types (`DataSpec.kind`):
+  tensor  `Split.x` holds float samples [N, *input_shape] (images, signals, vectors).
+  tokens  `Split.x` holds int64 token ids [N, L], padded with `PAD_ID`; `DataSpec.vocab_size` bounds them.
+  graph   one graph (`Graph`: node features, edge_index, every node's label) shared by all splits; `Split.x`
+          holds the split's node ids. A batch runs the model on the whole graph and `Batch.select` picks the
+          batch's nodes from the output, so methods see logits of their samples as with any other kind.
+
+A split may have no labels (`y is None`): the unlabeled part of a label-budget split. Its true labels are kept
+in `hidden_y` for analysis (pseudo-label accuracy) and never reach a batch.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+Kind = Literal["tensor", "tokens", "graph"]
+KINDS: tuple[str, ...] = ("tensor", "tokens", "graph")
+PAD_ID = 0  # token id of padding in every tokens data set; models mask it
+UNK_ID = 1  # token id of words outside the training vocabulary
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model needs to know about a data set: input shape (without batch) and class count."""
+    """What a model needs to know about a data set.
+
+    `input_shape` is one sample's shape: (C, H, W) or (L,) for tensors, (L,) token positions for tokens, and
+    (F,) node features for a graph. `vocab_size` is set for tokens only; `num_nodes` for graphs only.
+    """
 
     name: str
     input_shape: tuple[int, ...]
     num_classes: int
+    kind: Kind = "tensor"
+    vocab_size: int | None = None
+    num_nodes: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "input_shape": list(self.input_shape),
+                               "num_classes": self.num_classes, "kind": self.kind}
+        if self.vocab_size is not None:
+            out["vocab_size"] = self.vocab_size
+        if self.num_nodes is not None:
+            out["num_nodes"] = self.num_nodes
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "DataSpec":
+        kind = str(d.get("kind", "tensor"))
+        if kind not in KINDS:
+            raise ValueError(f"unknown data kind {kind!r}")
+        shape = tuple(int(s) for s in d["input_shape"])
+        if any(s <= 0 for s in shape) or int(d["num_classes"]) <= 0:
+            raise ValueError(f"input_shape {shape} and num_classes {d['num_classes']} must be positive")
+        optional = {k: int(d[k]) for k in ("vocab_size", "num_nodes") if d.get(k) is not None}
+        return cls(name=str(d["name"]), input_shape=shape, num_classes=int(d["num_classes"]), kind=kind,  # type: ignore[arg-type]
+                   **optional)
+
+
+@dataclass
+class Graph:
+    """One graph in memory: node features [N, F], edges [2, E] (both directions listed), every node's label [N]."""
+
+    x: Tensor
+    edge_index: Tensor
+    y: Tensor
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.x.shape[0])
 
 
 @dataclass
 class Split:
-    """One split in memory: float32 inputs (already normalized) and int64 labels."""
+    """One split in memory.
+
+    `x`: float samples, token ids, or node ids into `graph` (see the module docstring). `y`: int64 labels, or
+    None for an unlabeled split, whose true labels (when known) sit in `hidden_y` for analysis only.
+    """
 
     x: Tensor
-    y: Tensor
+    y: Tensor | None = None
+    hidden_y: Tensor | None = None
+    graph: Graph | None = None
 
     def __len__(self) -> int:
-        return int(self.y.shape[0])
+        return int(self.x.shape[0])
+
+    @property
+    def labeled(self) -> bool:
+        return self.y is not None
+
+    def take(self, index: Tensor) -> "Split":
+        """The samples at `index`, copied into new contiguous tensors (the graph is shared, not copied)."""
+        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        return replace(self, x=self.x.index_select(0, index), y=pick(self.y), hidden_y=pick(self.hidden_y))
+
+    def unlabel(self) -> "Split":
+        """The same samples with their labels moved to `hidden_y`: what training may not see."""
+        return replace(self, y=None, hidden_y=self.y if self.y is not None else self.hidden_y)
+
+    def batch(self, index: Tensor, x: Tensor | None = None, **fields: Any) -> "Batch":
+        """A batch of the samples at `index`; `x` replaces their inputs (an augmented view of them)."""
+        y = None if self.y is None else self.y.index_select(0, index)
+        if self.graph is not None:
+            return Batch(x=self.graph.x, extra=(self.graph.edge_index,), select=self.x.index_select(0, index),
+                         y=y, index=index, **fields)
+        return Batch(x=self.x.index_select(0, index) if x is None else x, y=y, index=index, **fields)
 
 
 @dataclass
 class DataBundle:
+    """Everything `data.build` makes. `unlabeled` exists with a label budget; `splits` records how the parts
+    were cut (indices into the source's training split, seeds), saved with each run so it can be reproduced."""
+
     spec: DataSpec
     train: Split
     val: Split
     test: Split
+    unlabeled: Split | None = None
+    splits: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        part = getattr(self, name, None) if name in ("train", "val", "test", "unlabeled") else None
+        if not isinstance(part, Split):
+            raise KeyError(f"no {name!r} split in this data (have: train, val, test"
+                           f"{', unlabeled' if self.unlabeled is not None else ''})")
+        return part
 
 
 @dataclass
 class Batch:
-    """A training batch.
+    """A batch of samples from one split.
 
-    `y` holds the hard labels of the drawn samples; `target` is the label distribution after mixup/cutmix
-    (None when no mixing happened). `index` is each sample's position in the training split and `params`
-    the augmentation parameters, so that a teacher-output cache can replay exactly this view.
+    `x` is the model's first input (augmented samples, token ids, or a graph's node features) and `extra` the
+    rest (a graph's edge_index): the model is called as `model(x, *extra)`, and `select` (graphs) picks this
+    batch's rows from the output. `y` holds the hard labels (None for unlabeled samples); `target` is the label
+    distribution after mixup/cutmix (None when no mixing happened). `index` is each sample's position in its
+    split, `split` names the split and `params` holds the augmentation parameters, so that a teacher-output
+    cache can replay exactly this view.
     """
 
     x: Tensor
-    y: Tensor
+    y: Tensor | None
     index: Tensor
     target: Tensor | None = None
     params: dict[str, Tensor] = field(default_factory=dict)
+    extra: tuple[Tensor, ...] = ()
+    select: Tensor | None = None
+    split: str = "train"
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
 
     @property
     def labels(self) -> Tensor:
         """What the hard-label loss should fit: the mixed distribution if any, else the class indices."""
-        return self.y if self.target is None else self.target
+        if self.target is not None:
+            return self.target
+        if self.y is None:
+            raise ValueError(f"a batch of the {self.split!r} split has no labels; this loss needs labeled data")
+        return self.y
+
+    def forward(self, model: nn.Module) -> Tensor:
+        """`model`'s output rows for this batch's samples: model(x, *extra), then the selected rows (graphs)."""
+        out = model(self.x, *self.extra)
+        return out if self.select is None else out.index_select(0, self.select)
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(
-            x=self.x.to(device, non_blocking=True),
-            y=self.y.to(device, non_blocking=True),
-            index=self.index,
-            target=None if self.target is None else self.target.to(device, non_blocking=True),
-            params=self.params,
-        )
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return replace(self, x=move(self.x), y=move(self.y), target=move(self.target),
+                       extra=tuple(move(t) for t in self.extra), select=move(self.select))

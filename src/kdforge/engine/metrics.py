@@ -13,7 +13,7 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
     """Logits of `model` on a whole split, in order, on the CPU."""
     was_training = model.training
     model.eval()
-    out = [model(x.to(device)).float().cpu() for x, _ in iter_eval(split, batch_size)]
+    out = [batch.to(device).forward(model).float().cpu() for batch in iter_eval(split, batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
@@ -52,8 +52,9 @@ def agreement_metrics(student_logits: Tensor, teacher_logits: Tensor) -> dict[st
 def evaluate(
     model: nn.Module, split: Split, batch_size: int, device: torch.device, teacher_logits: Tensor | None = None
 ) -> dict[str, float]:
+    """Classification metrics where the split has labels, agreement metrics where teacher logits are given."""
     logits = predict(model, split, batch_size, device)
-    metrics = classification_metrics(logits, split.y)
+    metrics = classification_metrics(logits, split.y) if split.y is not None else {}
     if teacher_logits is not None:
         metrics.update(agreement_metrics(logits, teacher_logits))
     return metrics

@@ -38,7 +38,7 @@ def save_model(
         "format_version": FORMAT_VERSION,
         "kdforge_version": __version__,
         "model": cfg.model_dump(mode="json"),
-        "spec": {"name": spec.name, "input_shape": list(spec.input_shape), "num_classes": spec.num_classes},
+        "spec": spec.to_json(),
         "weights": {"file": WEIGHTS, "bytes": len(weights), "sha256": hashlib.sha256(weights).hexdigest()},
         "extra": extra or {},
     }
@@ -99,7 +99,7 @@ def _read_meta(meta_path: Path) -> tuple[ModelConfig, DataSpec, str, dict[str, A
         raise CheckpointError(f"{meta_path}: format_version {found!r}; this kdforge reads {FORMAT_VERSION}")
     try:
         cfg = ModelConfig.model_validate(meta["model"])
-        spec = _spec_from_json(meta["spec"])
+        spec = DataSpec.from_json(meta["spec"])
         sha256 = str(meta["weights"]["sha256"])
         extra = dict(meta.get("extra") or {})
     except KeyError as e:
@@ -107,11 +107,6 @@ def _read_meta(meta_path: Path) -> tuple[ModelConfig, DataSpec, str, dict[str, A
     except (TypeError, ValueError) as e:  # pydantic's ValidationError is a ValueError
         raise CheckpointError(f"{meta_path}: malformed metadata ({e}); re-save the model") from e
     return cfg, spec, sha256, extra
-
-
-def _spec_from_json(spec: dict[str, Any]) -> DataSpec:
-    shape = tuple(int(d) for d in spec["input_shape"])
-    return DataSpec(name=str(spec["name"]), input_shape=shape, num_classes=int(spec["num_classes"]))
 
 
 def _read_weights(weights_path: Path, sha256: str) -> dict[str, torch.Tensor]:
