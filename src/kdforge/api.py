@@ -5,6 +5,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 import kdforge.data as data_mod
-import kdforge.distillers as distillers
+import kdforge.methods as methods
 import kdforge.models as models
 from kdforge import __version__
 from kdforge.config.load import dump_config
@@ -20,31 +21,76 @@ from kdforge.config.schema import (
     AugmentConfig, ExperimentConfig, MethodConfig, OptimConfig, RecipeConfig, ScheduleConfig, TrainConfig,
 )
 from kdforge.data import DataBundle, DataSpec, Split
-from kdforge.engine import FitResult, Trainer, seed_everything
+from kdforge.engine import FitResult, Runtime, Trainer, agreement_metrics, predict, seed_everything
 from kdforge.errors import CheckpointError, ConfigError
 from kdforge.fileio import atomic_write_text
+from kdforge.methods import Method, Setup
+from kdforge.registry import TEACHERS
 from kdforge.teachers import LiveTeacher
 
+def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bundle: DataBundle | None = None,
+        teacher_logits: "TeacherLogits | None" = None) -> dict[str, Any]:
+    """Run one experiment end to end: data, teacher, student, method, training; returns the summary.
 
-def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False,
-        bundle: DataBundle | None = None) -> dict[str, Any]:
-    """Run one experiment end to end: data, teacher, student, method, training; returns the summary."""
+    `teacher_logits` memoizes the teacher's logits on val/test for the agreement metrics; `compare` passes one
+    for all its runs so they are computed once per teacher and data set.
+    """
     t0 = time.perf_counter()
+    runtime = Runtime.from_env(cfg.train.device)
     bundle = bundle or data_mod.build(cfg.data)
     teacher = prepare_teacher(cfg, bundle) if _wants_teacher(cfg) else None
     seed_everything(cfg.seed)
     student = models.build(cfg.student, bundle.spec, "student")
-    distiller = distillers.build(cfg.method, student, LiveTeacher(teacher) if teacher is not None else None,
-                                 label_smoothing=cfg.train.label_smoothing)
-    run_dir = Path(cfg.run_dir)
+    source = TEACHERS[cfg.teacher.source](teacher) if teacher is not None and cfg.teacher is not None else None
+    try:
+        method = methods.build(cfg.method, student, source, Setup.for_data(bundle.spec, bundle.train, cfg.train.label_smoothing))
+        run_dir = Path(cfg.run_dir)
+        if runtime.is_main:
+            _write_run_files(run_dir, cfg, bundle)
+        extra = None if teacher is None else (teacher_logits or TeacherLogits()).metrics_fn(
+            str(teacher_dir(cfg)), teacher, bundle, cfg.data.eval_batch_size, runtime.device)
+        result = Trainer(method, bundle, cfg.recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
+                         cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}", runtime=runtime,
+                         extra_metrics=extra).fit(resume, overwrite)
+    finally:
+        if isinstance(source, LiveTeacher):
+            source.release()
+    summary = _summary(cfg, result, student, teacher, time.perf_counter() - t0)
+    if runtime.is_main:
+        models.save_model(run_dir / "student", student, cfg.student, bundle.spec, extra={"test": dict(result.test)})
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _write_run_files(run_dir: Path, cfg: ExperimentConfig, bundle: DataBundle) -> None:
+    """The config as run and, when the data was cut by seed (a label budget), how: enough to reproduce it."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    result = Trainer(distiller, bundle, cfg.recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
-                     cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}").fit(resume, overwrite)
-    models.save_model(run_dir / "student", student, cfg.student, bundle.spec, extra={"test": result.test})
-    summary = _summary(cfg, result, student, teacher, time.perf_counter() - t0)
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    return summary
+    if bundle.splits:
+        atomic_write_text(run_dir / "data_splits.json", json.dumps(bundle.splits))
+
+
+class TeacherLogits:
+    """The teacher's logits on the val and test splits, computed once per (teacher, split) and reused.
+
+    A teacher is known by `key` (its folder for a saved teacher, which every run of a comparison loads anew),
+    a split by its identity (a comparison shares one DataBundle across all its runs).
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, int], Tensor] = {}
+
+    def get(self, key: str, teacher: nn.Module, split: Split, batch_size: int, device: torch.device) -> Tensor:
+        if (key, id(split)) not in self._memo:
+            self._memo[(key, id(split))] = predict(teacher, split, batch_size, device)
+        return self._memo[(key, id(split))]
+
+    def metrics_fn(self, key: str, teacher: nn.Module, bundle: DataBundle, batch_size: int,
+                   device: torch.device) -> Callable[[str, Tensor], dict[str, float]]:
+        """Agreement and KL with the teacher on a split, for the engine's `extra_metrics`."""
+        def extra(split: str, logits: Tensor) -> dict[str, float]:
+            return agreement_metrics(logits, self.get(key, teacher, bundle.split(split), batch_size, device))
+        return extra
 
 
 def _wants_teacher(cfg: ExperimentConfig) -> bool:
@@ -52,7 +98,7 @@ def _wants_teacher(cfg: ExperimentConfig) -> bool:
     with it: agreement and KL); a teacher is never trained only for those metrics."""
     if cfg.teacher is None:
         return False
-    return distillers.METHODS[cfg.method.name].needs_teacher or (teacher_dir(cfg) / "model.json").exists()
+    return methods.METHODS[cfg.method.name].needs_teacher or (teacher_dir(cfg) / "model.json").exists()
 
 
 def _summary(cfg: ExperimentConfig, result: FitResult, student: nn.Module, teacher: nn.Module | None,
@@ -102,10 +148,14 @@ def train_teacher(cfg: ExperimentConfig, bundle: DataBundle, path: Path) -> nn.M
     recipe = cfg.teacher.recipe
     seed_everything(recipe.seed)
     model = models.build(cfg.teacher.model, bundle.spec, "teacher.model")
-    distiller = distillers.build(MethodConfig(name="ce"), model, None, recipe.train.label_smoothing)
-    result = Trainer(distiller, bundle, recipe, path / "run", cfg.data.batch_size, cfg.data.eval_batch_size,
-                     cfg.data.augment, label=f"teacher {cfg.teacher.model.name}").fit(overwrite=True)
-    models.save_model(path, model, cfg.teacher.model, bundle.spec, extra={"test": result.test, "val": result.val})
+    method = methods.build(MethodConfig(name="ce"), model, None, Setup.for_data(bundle.spec, bundle.train, recipe.train.label_smoothing))
+    runtime = Runtime.from_env(recipe.train.device)
+    result = Trainer(method, bundle, recipe, path / "run", cfg.data.batch_size, cfg.data.eval_batch_size,
+                     cfg.data.augment, label=f"teacher {cfg.teacher.model.name}", runtime=runtime).fit(overwrite=True)
+    if runtime.is_main:
+        models.save_model(path, model, cfg.teacher.model, bundle.spec,
+                          extra={"test": dict(result.test), "val": dict(result.val)})
+    runtime.barrier()
     return model.eval()
 
 
@@ -121,31 +171,64 @@ def distill(
     params: dict[str, Any] | None = None,
     epochs: int = 10,
     batch_size: int = 128,
+    eval_batch_size: int = 1000,
     optim: OptimConfig | None = None,
     schedule: ScheduleConfig | None = None,
     augment: AugmentConfig | None = None,
     num_classes: int | None = None,
-    run_dir: str | Path = "runs/api",
+    run_dir: str | Path | None = None,
     seed: int = 0,
+    eval_every: int = 1,
+    checkpoint_every: int = 1,
+    grad_clip: float | None = None,
+    label_smoothing: float = 0.0,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
+    tensorboard: bool = True,
+    teacher_metrics: bool = True,
 ) -> FitResult:
     """Distill `teacher` into `student` (or train `student` alone with method="ce") on your own data.
 
-    No registration is needed: any modules mapping a batch of inputs to logits work. The student is trained
-    in place; the result carries validation and test metrics.
+    No registration is needed: any modules mapping a batch of inputs to logits work. The student is trained in
+    place; the teacher is left as it was found (train/eval mode, requires_grad). Without `val` / `test` there
+    is no validation / test evaluation and `result.val` / `result.test` are empty (their `.note` says why).
+    `run_dir` defaults to a new folder runs/api/<method>-<time>; an existing run folder is never overwritten
+    unless `overwrite=True` (or continued with `resume=True`). `teacher_metrics=False` skips the teacher's
+    forward passes on val/test that the agreement and KL metrics need.
     """
     train_split = as_split(train)
-    val_split = as_split(val) if val is not None else train_split
-    test_split = as_split(test) if test is not None else val_split
+    if train_split.y is None:
+        raise ConfigError("distill(): the training data needs labels (an (x, y) pair or a labeled Split)")
     classes = num_classes or int(train_split.y.max()) + 1
-    bundle = DataBundle(DataSpec("custom", tuple(train_split.x.shape[1:]), classes), train_split, val_split,
-                        test_split)
-    method_cfg = MethodConfig(name=method, params=params or {})
-    distiller = distillers.build(method_cfg, student, LiveTeacher(teacher) if teacher is not None else None)
-    recipe = RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(),
-                          train=TrainConfig(epochs=epochs, progress=progress))
-    return Trainer(distiller, bundle, recipe, run_dir, batch_size, augment=augment or AugmentConfig(),
-                   label=method).fit(overwrite=True)
+    bundle = DataBundle(DataSpec("custom", tuple(train_split.x.shape[1:]), classes), train_split,
+                        as_split(val) if val is not None else None, as_split(test) if test is not None else None)
+    train_cfg = TrainConfig(epochs=epochs, progress=progress, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                            grad_clip=grad_clip, label_smoothing=label_smoothing, device=device, tensorboard=tensorboard)
+    recipe = RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(), train=train_cfg)
+    runtime = Runtime.from_env(device)
+    source = LiveTeacher(teacher) if teacher is not None else None
+    try:
+        built = methods.build(MethodConfig(name=method, params=params or {}), student, source,
+                              Setup.for_data(bundle.spec, bundle.train, label_smoothing))
+        extra = (TeacherLogits().metrics_fn("teacher", teacher, bundle, eval_batch_size, runtime.device)
+                 if teacher is not None and teacher_metrics else None)
+        return Trainer(built, bundle, recipe, run_dir or _new_run_dir(method), batch_size, eval_batch_size,
+                       augment or AugmentConfig(), label=method, runtime=runtime,
+                       extra_metrics=extra).fit(resume=resume, overwrite=overwrite)
+    finally:
+        if source is not None:
+            source.release()
+
+
+def _new_run_dir(method: str) -> Path:
+    """runs/api/<method>-<date>-<time>[-n]: a folder no earlier call used."""
+    base = Path("runs/api") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
 
 
 def as_split(source: Split | tuple[Tensor, Tensor] | Dataset) -> Split:

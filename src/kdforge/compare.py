@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import kdforge.data as data_mod
-import kdforge.distillers as distillers
-from kdforge.api import prepare_teacher, run
+import kdforge.methods as methods_mod
+from kdforge.api import TeacherLogits, prepare_teacher, run, teacher_dir
 from kdforge.config.schema import ExperimentConfig, MethodConfig
-from kdforge.engine import evaluate, resolve_device
+from kdforge.engine import resolve_device
+from kdforge.engine.metrics import classification_metrics
 from kdforge.errors import ConfigError
 from kdforge.fileio import atomic_write_text
 from kdforge.report import aggregate, markdown_table, plot_comparison, write_csv
@@ -26,7 +27,7 @@ class Comparison:
 def method_config(cfg: ExperimentConfig, name: str) -> MethodConfig:
     """The config's own method params where it names this method, the method's defaults otherwise."""
     method = cfg.method if cfg.method.name == name else MethodConfig(name=name)
-    distillers.validate_params(method)
+    methods_mod.validate_params(method)  # every method's params are checked before the first run starts
     return method
 
 
@@ -34,22 +35,25 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
             resume: bool = False) -> Comparison:
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
-    for name in methods:
-        distillers.METHODS.lookup(name, "--methods")
+    if not methods:
+        raise ConfigError("--methods names no method; give registered names separated by commas, e.g. ce,kd,wsl")
+    chosen = [method_config(cfg, name) for name in methods]
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     bundle = data_mod.build(cfg.data)  # one data set for every run: the split does not depend on the seed
     rows = []
+    teacher_logits = TeacherLogits()  # the teacher's val/test logits, computed once for every run below
     if cfg.teacher is not None:
         teacher = prepare_teacher(cfg, bundle)
-        metrics = evaluate(teacher, bundle.test, cfg.data.eval_batch_size, resolve_device(cfg.train.device))
-        rows.append(aggregate(f"teacher ({cfg.teacher.model.name})", [{"test": metrics}]))
+        logits = teacher_logits.get(str(teacher_dir(cfg)), teacher, bundle.test, cfg.data.eval_batch_size,
+                                    resolve_device(cfg.train.device))
+        rows.append(aggregate(f"teacher ({cfg.teacher.model.name})", [{"test": classification_metrics(logits, bundle.test.y)}]))
     summaries: dict[str, list[dict[str, Any]]] = {}
-    for name in methods:
-        method = method_config(cfg, name)
+    for name, method in zip(methods, chosen):
         for seed in range(seeds):
             run_cfg = cfg.model_copy(update={"method": method, "seed": seed,
                                              "output_dir": str(out / name / f"seed{seed}")})
-            summaries.setdefault(name, []).append(run(run_cfg, resume=resume, overwrite=not resume, bundle=bundle))
+            summaries.setdefault(name, []).append(run(run_cfg, resume=resume, overwrite=not resume, bundle=bundle,
+                                                      teacher_logits=teacher_logits))
     rows += [aggregate(name, runs) for name, runs in summaries.items()]
     return _write(out, cfg, rows, summaries)
 

@@ -41,3 +41,4 @@ class Registry(dict[str, Any]):
 MODELS = Registry("model")
 DATASETS = Registry("dataset")
 METHODS = Registry("method")
+TEACHERS = Registry("teacher source")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import kdforge.data as data
-import kdforge.distillers as distillers
+import kdforge.methods as methods
 import kdforge.models as models
 from kdforge.config.schema import (
     AugmentConfig, DataConfig, MethodConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig,
@@ -23,7 +23,7 @@ def bundle():
 def _trainer(bundle, run_dir, epochs=4, lr=0.01, method="ce", teacher=None, callbacks=(), grad_clip=None):
     seed_everything(0)
     student = models.build(ModelConfig(name="mlp", params={"hidden": [32], "dropout": 0.2}), bundle.spec)
-    distiller = distillers.build(MethodConfig(name=method), student, teacher)
+    distiller = methods.build(MethodConfig(name=method), student, teacher, methods.Setup.for_data(bundle.spec, bundle.train))
     recipe = RecipeConfig(seed=0, optim=OptimConfig(lr=lr),
                           train=TrainConfig(epochs=epochs, progress=False, grad_clip=grad_clip))
     return Trainer(distiller, bundle, recipe, run_dir, batch_size=64, augment=AUG, callbacks=callbacks)
@@ -51,14 +51,14 @@ def test_resume_ends_with_same_weights_as_uninterrupted(bundle, tmp_path):
     resumed = _trainer(bundle, tmp_path / "cut")  # a fresh process would build everything anew like this
     result = resumed.fit(resume=True)
     assert result.resumed_from == 1
-    for (k, a), b in zip(full.trainable.state_dict().items(), resumed.trainable.state_dict().values()):
+    for (k, a), b in zip(full.method.trainable().state_dict().items(), resumed.method.trainable().state_dict().values()):
         assert torch.equal(a, b), k
     assert result.test == full_result.test
 
 
 def test_overwrite_is_refused_without_a_flag(bundle, tmp_path):
     _trainer(bundle, tmp_path, epochs=1).fit()
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="--resume, resume=True"):
         _trainer(bundle, tmp_path, epochs=1).fit()
     _trainer(bundle, tmp_path, epochs=1).fit(overwrite=True)
 
@@ -66,7 +66,7 @@ def test_overwrite_is_refused_without_a_flag(bundle, tmp_path):
 def test_nan_guard_names_step_and_keeps_last_checkpoint(bundle, tmp_path):
     def poison(epoch, record):
         if epoch == 0:  # after the first checkpoint, make every parameter NaN
-            for p in trainer.trainable.parameters():
+            for p in trainer.method.trainable().parameters():
                 p.data.fill_(float("nan"))
 
     trainer = _trainer(bundle, tmp_path, epochs=3, callbacks=[poison])
@@ -84,4 +84,4 @@ def test_teacher_stays_frozen_and_in_eval(bundle, tmp_path):
     trainer.fit()
     assert not net.training
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    assert "teacher" not in trainer.trainable
+    assert "teacher" not in trainer.method.trainable()

@@ -6,6 +6,7 @@ value into a ConfigError naming the key path and, for unknown keys, the allowed 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from difflib import get_close_matches
 from functools import cache
@@ -19,7 +20,24 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def validate_options(model: type[M], params: Mapping[str, Any], key_path: str, owner: str) -> M:
-    """`model` validated from `params`; `key_path` is e.g. "method.params", `owner` e.g. "method 'kd'"."""
+    """`model` validated from `params`; `key_path` is e.g. "method.params", `owner` e.g. "method 'kd'".
+
+    A config is checked when it is loaded and its components are built later from the same params: the result
+    is kept per (model, params), so each distinct set of params is validated once per process.
+    """
+    try:
+        key = (model, key_path, owner, json.dumps(dict(params), sort_keys=True, default=repr))
+    except TypeError:  # keys that are not strings: let validation report them
+        return _validate(model, params, key_path, owner)
+    if key not in _VALIDATED:
+        _VALIDATED[key] = _validate(model, params, key_path, owner)
+    return _VALIDATED[key]  # type: ignore[return-value]
+
+
+_VALIDATED: dict[tuple[Any, ...], BaseModel] = {}
+
+
+def _validate(model: type[M], params: Mapping[str, Any], key_path: str, owner: str) -> M:
     allowed = list(model.model_fields)
     for key in params:
         if key not in allowed:

@@ -65,6 +65,7 @@ class TrainConfig(StrictModel):
     checkpoint_every: int = Field(1, gt=0, description="write a resumable checkpoint every N epochs")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     progress: bool = Field(True, description="show a rich progress bar")
+    tensorboard: bool = Field(True, description="mirror logged scalars to TensorBoard (tb/ in the run folder)")
 
 
 class RecipeConfig(StrictModel):
@@ -78,6 +79,8 @@ class RecipeConfig(StrictModel):
 
 class TeacherConfig(StrictModel):
     model: ModelConfig
+    source: str = Field("live", description="where teacher outputs come from: a registered teacher source ('live': "
+                                            "run the model on every batch)")
     checkpoint: str | None = Field(None, description="saved model folder (kdforge.save_model) to load")
     recipe: RecipeConfig | None = Field(None, description="train the teacher first when no checkpoint is given")
     store_dir: str = Field("runs/teachers", description="where teachers trained from a recipe are kept and reused")

@@ -114,13 +114,13 @@ class Split:
 
 @dataclass
 class DataBundle:
-    """Everything `data.build` makes. `unlabeled` exists with a label budget; `splits` records how the parts
-    were cut (indices into the source's training split, seeds), saved with each run so it can be reproduced."""
+    """Everything `data.build` makes (val and test are None only for data given through the Python API without
+    them). `unlabeled` exists with a label budget; `splits` records how the parts were cut (indices into the source's training split, seeds), saved with each run so it can be reproduced."""
 
     spec: DataSpec
     train: Split
-    val: Split
-    test: Split
+    val: Split | None
+    test: Split | None
     unlabeled: Split | None = None
     splits: dict[str, Any] = field(default_factory=dict)
 

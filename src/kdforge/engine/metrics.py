@@ -1,6 +1,8 @@
 """Evaluation metrics of a classifier, and of a student against its teacher."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -50,11 +52,12 @@ def agreement_metrics(student_logits: Tensor, teacher_logits: Tensor) -> dict[st
 
 
 def evaluate(
-    model: nn.Module, split: Split, batch_size: int, device: torch.device, teacher_logits: Tensor | None = None
+    model: nn.Module, split: Split, batch_size: int, device: torch.device,
+    extra: Callable[[Tensor], dict[str, float]] | None = None,
 ) -> dict[str, float]:
-    """Classification metrics where the split has labels, agreement metrics where teacher logits are given."""
+    """Classification metrics where the split has labels, plus `extra(logits)` (e.g. agreement with a teacher)."""
     logits = predict(model, split, batch_size, device)
     metrics = classification_metrics(logits, split.y) if split.y is not None else {}
-    if teacher_logits is not None:
-        metrics.update(agreement_metrics(logits, teacher_logits))
+    if extra is not None:
+        metrics.update(extra(logits))
     return metrics

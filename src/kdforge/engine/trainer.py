@@ -1,4 +1,11 @@
-"""The one training loop: trains a model alone or distills into it, through the Distiller contract."""
+"""The one training loop. It drives any `TrainMethod` and knows nothing of distillation.
+
+Per epoch: the method's epoch hooks, its training steps over the training split, a reduction of the epoch's
+sums across processes, validation (main metrics plus whatever `extra_metrics` adds, e.g. agreement with a
+teacher), a checkpoint, callbacks. Batches of epoch e depend only on (seed, e), and checkpoints carry every
+optimizer, schedule, the method's own state and all RNG state, so a resumed run ends with the same weights as
+one that never stopped.
+"""
 from __future__ import annotations
 
 import shutil
@@ -9,31 +16,41 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from kdforge.config.schema import AugmentConfig, RecipeConfig
-from kdforge.data import BatchIterator, DataBundle
-from kdforge.distillers.base import Distiller
+from kdforge.data import BatchIterator, DataBundle, Split
 from kdforge.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from kdforge.engine.contract import Plan, StepContext, StepOutput, TrainMethod
 from kdforge.engine.log import RunLogger, make_progress
-from kdforge.engine.metrics import evaluate, predict
-from kdforge.engine.optim import build_optimizer, build_scheduler
+from kdforge.engine.metrics import evaluate
+from kdforge.engine.runtime import Runtime
 from kdforge.engine.seeding import rng_state, seed_everything, set_rng_state
-from kdforge.errors import ConfigError, TrainingDiverged
+from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
+#: (split name, the model's logits on it) -> extra metrics, e.g. agreement with a teacher's logits.
+ExtraMetrics = Callable[[str, Tensor], dict[str, float]]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+class Metrics(dict[str, float]):
+    """Metrics of one split; when the split was not given it is empty and its `note` (and any lookup) says so."""
+
+    def __init__(self, values: dict[str, float] | None = None, note: str = "") -> None:
+        super().__init__(values or {})
+        self.note = note
+
+    def __missing__(self, key: str) -> float:
+        raise KeyError(f"{key!r}: {self.note}" if self.note else key)
+
+    def __repr__(self) -> str:
+        return f"Metrics({self.note})" if self.note and not self else super().__repr__()
 
 
 @dataclass
 class FitResult:
-    val: dict[str, float]
-    test: dict[str, float]
+    val: Metrics
+    test: Metrics
     epochs: int
     steps: int
     wall_time_s: float
@@ -42,17 +59,16 @@ class FitResult:
 
 
 class Trainer:
-    """Runs `recipe.train.epochs` epochs of `distiller.forward_train` over the training split.
+    """Runs `recipe.train.epochs` epochs of `method.training_step` over `data.train`.
 
-    The engine sums the named loss terms, steps the optimizer and the per-step schedule, evaluates every
-    `eval_every` epochs, checkpoints every `checkpoint_every` epochs and stops on a non-finite loss.
-    Batches of epoch e depend only on (seed, e), and checkpoints carry all RNG state, so a resumed run ends
-    with the same weights as one that never stopped.
+    `extra_metrics` adds metrics to every evaluation (the API passes agreement with the teacher). Only the
+    runtime's main process writes files. `tensorboard` and the progress bar (`recipe.train.progress`) can be
+    turned off; neither changes the numbers.
     """
 
     def __init__(
         self,
-        distiller: Distiller,
+        method: TrainMethod,
         data: DataBundle,
         recipe: RecipeConfig,
         run_dir: str | Path,
@@ -61,8 +77,10 @@ class Trainer:
         augment: AugmentConfig = AugmentConfig(),
         label: str = "train",
         callbacks: Sequence[EpochCallback] = (),
+        runtime: Runtime | None = None,
+        extra_metrics: ExtraMetrics | None = None,
     ) -> None:
-        self.distiller = distiller
+        self.method = method
         self.data = data
         self.recipe = recipe
         self.cfg = recipe.train
@@ -71,86 +89,117 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.label = label
         self.callbacks = list(callbacks)
-        self.device = resolve_device(self.cfg.device)
+        self.extra_metrics = extra_metrics
+        self.runtime = runtime or Runtime.from_env(self.cfg.device)
         self.loader = BatchIterator(data.train, batch_size, data.spec.num_classes, augment, seed=recipe.seed)
         if len(self.loader) == 0:
             raise ConfigError(f"data.batch_size={batch_size} leaves no batch of {len(data.train)} training samples")
-        self.distiller.to(self.device)
-        self.trainable = distiller.trainable()
-        self.optimizer = build_optimizer(self.trainable.parameters(), recipe.optim)
-        self.scheduler = build_scheduler(self.optimizer, recipe.schedule, self.cfg.epochs, len(self.loader))
+        self.method.to(self.runtime.device)
+        self.plan = Plan(recipe, self.cfg.epochs, len(self.loader))
+        self.optimizers = method.configure_optimizers(self.plan)
+        self.ctx = StepContext(plan=self.plan, data=data, runtime=self.runtime, optimizers=self.optimizers,
+                               augment=augment, batch_size=batch_size)
 
     # ---- public -------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False) -> FitResult:
         start_epoch, step, resumed = self._start(resume, overwrite)
-        teacher_val, teacher_test = self._teacher_logits()
-        logger = RunLogger(self.run_dir)
+        logger = RunLogger(self.run_dir, tensorboard=self.cfg.tensorboard) if self.runtime.is_main else None
+        self.ctx.logger = logger
         history: list[dict[str, Any]] = []
+        val: Metrics | None = None  # the last epoch always validates; its metrics are the final ones
         t0 = time.perf_counter()
         try:
-            with make_progress(self.cfg.progress) as progress:
-                task = progress.add_task(self.label, total=self.cfg.epochs * len(self.loader),
-                                         completed=start_epoch * len(self.loader), status="")
+            with make_progress(self.cfg.progress and self.runtime.is_main) as progress:
+                task = progress.add_task(self.label, total=self.plan.total_steps,
+                                         completed=start_epoch * self.plan.steps_per_epoch, status="")
                 for epoch in range(start_epoch, self.cfg.epochs):
-                    record, step = self.train_epoch(epoch, step, logger, progress, task)
-                    if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
-                        val = evaluate(self.distiller.student, self.data.val, self.eval_batch_size, self.device,
-                                       teacher_val)
+                    record, step = self.train_epoch(epoch, step, logger, lambda: progress.advance(task))
+                    last = epoch + 1 == self.cfg.epochs
+                    if (epoch + 1) % self.cfg.eval_every == 0 or last:
+                        val = self._evaluate("val")
                         record.update({f"val_{k}": v for k, v in val.items()})
-                        progress.update(task, status=f"loss {record['loss']:.3f} val {val['top1']:.2%}")
-                    logger.log("epoch", step, **record)
+                        shown = f" val {val['top1']:.2%}" if "top1" in val else ""
+                        progress.update(task, status=f"loss {record['loss']:.3f}{shown}")
+                    if logger is not None:
+                        logger.log("epoch", step, **record)
                     history.append(record)
-                    if (epoch + 1) % self.cfg.checkpoint_every == 0 or epoch + 1 == self.cfg.epochs:
+                    if (epoch + 1) % self.cfg.checkpoint_every == 0 or last:
                         self._save(epoch, step)
                     for callback in self.callbacks:
                         callback(epoch, record)
-            val = evaluate(self.distiller.student, self.data.val, self.eval_batch_size, self.device, teacher_val)
-            test = evaluate(self.distiller.student, self.data.test, self.eval_batch_size, self.device, teacher_test)
-            logger.log("final", step, **{f"val_{k}": v for k, v in val.items()},
-                       **{f"test_{k}": v for k, v in test.items()})
+            val = val if val is not None else self._evaluate("val")
+            test = self._evaluate("test")
+            if logger is not None:
+                logger.log("final", step, **{f"val_{k}": v for k, v in val.items()},
+                           **{f"test_{k}": v for k, v in test.items()})
         finally:
-            logger.close()
+            if logger is not None:
+                logger.close()
         return FitResult(val=val, test=test, epochs=self.cfg.epochs, steps=step,
                          wall_time_s=time.perf_counter() - t0, resumed_from=resumed, history=history)
 
     # ---- the hot loop -------------------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, step: int, logger: RunLogger, progress: Any, task: Any) -> tuple[dict, int]:
-        self.distiller.train()
+    def train_epoch(self, epoch: int, step: int, logger: RunLogger | None,
+                    advance: Callable[[], None] = lambda: None) -> tuple[dict[str, Any], int]:
+        ctx, method = self.ctx, self.method
+        ctx.epoch = epoch
+        method.train()
+        method.on_epoch_start(ctx)
         sums: dict[str, Tensor] = {}
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        seen = 0
+        device = self.runtime.device
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        labeled = torch.zeros((), dtype=torch.long, device=device)
         for i, batch in enumerate(self.loader.epoch(epoch)):
-            batch = batch.to(self.device)
-            logits, losses = self.distiller.forward_train(batch)
-            loss = sum(losses.values())
+            ctx.step, ctx.batch_index = step, i
+            out = method.training_step(batch.to(device), ctx)
+            loss = _total(out.terms)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(self._diverged_message(losses, epoch, i, step))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.trainable.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
+                raise TrainingDiverged(self._diverged_message(out.terms, epoch, i, step))
             step += 1
-            for name, value in losses.items():
+            for name, value in (*out.terms.items(), *out.metrics.items()):
                 sums[name] = sums.get(name, 0.0) + value.detach()
-            correct += logits.detach().argmax(-1).eq(batch.y).sum()
-            seen += batch.y.shape[0]
-            progress.advance(task)
-            if step % self.cfg.log_every == 0:
-                logger.log("step", step, epoch=epoch, loss=float(loss.detach()), lr=self.scheduler.get_last_lr()[0],
-                           **{k: float(v.detach()) for k, v in losses.items()})
-        n = i + 1
-        terms = {k: float(v) / n for k, v in sums.items()}
-        return {"epoch": epoch, "loss": sum(terms.values()), **terms, "train_top1": int(correct) / seen,
-                "lr": self.scheduler.get_last_lr()[0]}, step
+            if out.logits is not None and batch.y is not None:
+                correct += out.logits.detach().argmax(-1).eq(batch.y.to(device)).sum()
+                labeled += batch.y.shape[0]
+            advance()
+            if logger is not None and step % self.cfg.log_every == 0:
+                logger.log("step", step, epoch=epoch, loss=float(loss.detach()), lr=self._lr(),
+                           **{k: float(v.detach()) for k, v in out.terms.items()})
+        method.on_epoch_end(ctx)
+        record: dict[str, Any] = {"epoch": epoch, **self._epoch_means(sums, i + 1, out.terms)}
+        counts = self.runtime.all_reduce(torch.stack([correct, labeled]))
+        if int(counts[1]):
+            record["train_top1"] = int(counts[0]) / int(counts[1])
+        record["lr"] = self._lr()
+        return record, step
 
-    def _diverged_message(self, losses: dict[str, Tensor], epoch: int, i: int, step: int) -> str:
-        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+    def _epoch_means(self, sums: dict[str, Tensor], batches: int, terms: dict[str, Tensor]) -> dict[str, float]:
+        """Per-batch means over the epoch and over every process; `loss` is the sum of the loss terms' means."""
+        names = list(sums)
+        if not names:
+            return {"loss": 0.0}
+        total = self.runtime.all_reduce(torch.stack([torch.as_tensor(sums[n], dtype=torch.float64) for n in names]))
+        means = {n: float(v) / (batches * self.runtime.world_size) for n, v in zip(names, total)}
+        return {"loss": sum(means[n] for n in terms), **means}
+
+    def _lr(self) -> float:
+        return next(iter(self.optimizers.values())).lr if self.optimizers else 0.0
+
+    def _diverged_message(self, terms: dict[str, Tensor], epoch: int, i: int, step: int) -> str:
+        shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         last = latest_checkpoint(self.ckpt_dir)
         kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
         return (f"loss became non-finite at epoch {epoch}, batch {i + 1}/{len(self.loader)} (global step {step + 1}):"
-                f" {terms}; {kept}; lower optim.lr, set train.grad_clip or lower the loss weights")
+                f" {shown}; {kept}; lower optim.lr, set train.grad_clip or lower the loss weights")
+
+    # ---- evaluation ----------------------------------------------------------------------------------------
+    def _evaluate(self, split: str) -> "Metrics":
+        part: Split | None = getattr(self.data, split)
+        if part is None:
+            return Metrics(note=f"no {split} split was given, so there are no {split} metrics")
+        self.method.before_validation(self.ctx)
+        return Metrics(evaluate(self.method.eval_model(), part, self.eval_batch_size, self.runtime.device,
+                                extra=None if self.extra_metrics is None else lambda lg: self.extra_metrics(split, lg)))
 
     # ---- state ---------------------------------------------------------------------------------------------
     def _start(self, resume: bool, overwrite: bool) -> tuple[int, int, int | None]:
@@ -159,33 +208,49 @@ class Trainer:
         if resume and latest is not None:
             return self._load(latest)
         if latest is not None and not overwrite and not resume:
-            raise ConfigError(f"{self.run_dir} already holds checkpoints of a run: pass --resume to continue it,"
-                              " --overwrite to start again, or set output_dir")
-        if self.run_dir.exists() and overwrite:
+            raise ConfigError(f"{self.run_dir} already holds checkpoints of a run: resume it (--resume, resume=True),"
+                              " start again (--overwrite, overwrite=True), or choose another run folder"
+                              " (output_dir, run_dir=)")
+        if self.run_dir.exists() and overwrite and self.runtime.is_main:
             shutil.rmtree(self.ckpt_dir, ignore_errors=True)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
+        self.runtime.barrier()
         seed_everything(self.recipe.seed + 1)  # distinct stream from model init, same on every fresh start
         return 0, 0, None
 
     def _save(self, epoch: int, step: int) -> None:
-        state = {"epoch": epoch, "step": step, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": rng_state()}
-        save_checkpoint(self.ckpt_dir, epoch, self.trainable, state)
+        if self.runtime.is_main:
+            state = {"epoch": epoch, "step": step, "rng": rng_state(), "method": self.method.extra_state(),
+                     "optimizers": {n: o.optimizer.state_dict() for n, o in self.optimizers.items()},
+                     "schedulers": {n: o.scheduler.state_dict() for n, o in self.optimizers.items()
+                                    if o.scheduler is not None}}
+            save_checkpoint(self.ckpt_dir, epoch, self.method.trainable(), state)
+        self.runtime.barrier()
 
     def _load(self, path: Path) -> tuple[int, int, int]:
         ckpt = load_checkpoint(path)
-        self.trainable.load_state_dict(ckpt.weights)
-        self.optimizer.load_state_dict(ckpt.state["optimizer"])
-        self.scheduler.load_state_dict(ckpt.state["scheduler"])
-        set_rng_state(ckpt.state["rng"])
-        epoch = int(ckpt.state["epoch"])
-        return epoch + 1, int(ckpt.state["step"]), epoch
+        try:
+            self.method.trainable().load_state_dict(ckpt.weights)
+            for name, opt in self.optimizers.items():
+                opt.optimizer.load_state_dict(ckpt.state["optimizers"][name])
+                if opt.scheduler is not None:
+                    opt.scheduler.load_state_dict(ckpt.state["schedulers"][name])
+            self.method.load_extra_state(ckpt.state.get("method", {}))
+            set_rng_state(ckpt.state["rng"])
+            epoch = int(ckpt.state["epoch"])
+            step = int(ckpt.state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise CheckpointError(f"{path} does not fit this run ({_first_line(err)}): the model, method or "
+                                  "optimizers changed since it was written; start again with --overwrite or "
+                                  "use another output_dir") from None
+        return epoch + 1, step, epoch
 
-    def _teacher_logits(self) -> tuple[Tensor | None, Tensor | None]:
-        """Teacher logits on val and test, computed once per run for the agreement metrics."""
-        teacher = self.distiller.teacher
-        if not isinstance(teacher, nn.Module):
-            return None, None
-        return (predict(teacher, self.data.val, self.eval_batch_size, self.device),
-                predict(teacher, self.data.test, self.eval_batch_size, self.device))
+
+def _total(terms: dict[str, Tensor]) -> Tensor:
+    return sum(terms.values()) if terms else torch.zeros(())  # type: ignore[return-value]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__

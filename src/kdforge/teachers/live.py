@@ -1,35 +1,47 @@
 """A teacher model run on each batch, in eval mode and without gradients."""
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from kdforge.data.types import Batch
+from kdforge.models.taps import Taps
+from kdforge.registry import TEACHERS
+from kdforge.teachers.base import TeacherOutput
 
 
-class TeacherSource(Protocol):
-    """Anything that gives the teacher's logits for a training batch (live model or cache keyed by batch.index)."""
-
-    def logits(self, batch: Batch) -> Tensor: ...
-
-
+@TEACHERS.register("live")
 class LiveTeacher(nn.Module):
-    """Wraps a trained model; stays in eval mode whatever `train()` is called with, and never tracks gradients."""
+    """Runs a trained model on every batch, in eval mode whatever `train()` is called with, without gradients.
+
+    The caller's module is left as it was found: `release()` restores its train/eval mode (the API calls it
+    when a run ends), and `requires_grad` is never touched (outputs are computed under `no_grad`).
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        self._was_training = model.training
         self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.taps = Taps(model)
 
     def train(self, mode: bool = True) -> "LiveTeacher":
         return super().train(False)
 
+    def release(self) -> nn.Module:
+        """Remove the feature hooks and give the model back in the mode it came in."""
+        self.taps.remove()
+        return self.model.train(self._was_training)
+
+    def tap(self, paths: Sequence[str]) -> None:
+        self.taps.add(paths)
+
     @torch.no_grad()
-    def logits(self, batch: Batch) -> Tensor:
-        return self.model(batch.x)
+    def outputs(self, batch: Batch) -> TeacherOutput:
+        with self.taps.capture() as features:
+            logits = batch.forward(self.model)
+        return TeacherOutput(logits=logits, features=dict(features))
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:

@@ -1,25 +1,32 @@
-"""distillers.build / validate_params: config errors name the key path and the allowed values."""
+"""methods.build / validate_params: config errors name the key path and the allowed values."""
 from __future__ import annotations
 
 import re
 
 import pytest
+import torch
 from torch import nn
 
 from kdforge.config.schema import MethodConfig
-from kdforge.distillers import build, validate_params
+from kdforge.data.types import DataSpec, Split
+from kdforge.methods import Setup, build, validate_params
 from kdforge.errors import ConfigError
 from kdforge.teachers.live import LiveTeacher
 
 
+def _setup(label_smoothing: float = 0.0) -> Setup:
+    return Setup.for_data(DataSpec("toy", (3,), 2), Split(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)),
+                          label_smoothing)
+
+
 def test_builds_each_method_with_validated_params() -> None:
     teacher = LiveTeacher(nn.Linear(3, 2))
-    d = build(MethodConfig(name="kd", params={"temperature": 2}), nn.Linear(3, 2), teacher, label_smoothing=0.1)
-    assert type(d).__name__ == "KDDistiller"
+    d = build(MethodConfig(name="kd", params={"temperature": 2}), nn.Linear(3, 2), teacher, _setup(0.1))
+    assert type(d).__name__ == "KD"
     assert d.params.temperature == 2.0 and d.params.kd_weight == 0.9
-    assert d.label_smoothing == 0.1
-    assert type(build(MethodConfig(name="ce"), nn.Linear(3, 2), None)).__name__ == "CEDistiller"
-    assert type(build(MethodConfig(name="wsl"), nn.Linear(3, 2), teacher)).__name__ == "WSLDistiller"
+    assert d.setup.label_smoothing == 0.1
+    assert type(build(MethodConfig(name="ce"), nn.Linear(3, 2), None, _setup())).__name__ == "CE"
+    assert type(build(MethodConfig(name="wsl"), nn.Linear(3, 2), teacher, _setup())).__name__ == "WSL"
 
 
 def test_unknown_method_lists_allowed() -> None:
@@ -51,4 +58,4 @@ def test_ce_takes_no_params() -> None:
 def test_teacher_methods_without_teacher(name: str) -> None:
     message = f"method '{name}' needs a teacher: add a teacher section (checkpoint or recipe)"
     with pytest.raises(ConfigError, match=re.escape(message)):
-        build(MethodConfig(name=name), nn.Linear(3, 2), None)
+        build(MethodConfig(name=name), nn.Linear(3, 2), None, _setup())

@@ -7,7 +7,8 @@ from pydantic import Field
 from torch import Tensor
 
 from kdforge.data.types import Batch
-from kdforge.distillers.base import Distiller, MethodParams
+from kdforge.engine.contract import StepContext
+from kdforge.methods.base import Method, MethodParams
 from kdforge.losses import kd_loss
 from kdforge.registry import METHODS
 
@@ -21,13 +22,13 @@ class KDParams(MethodParams):
 
 
 @METHODS.register("kd")
-class KDDistiller(Distiller):
+class KD(Method):
     """{"ce": ce_weight * CE, "kd": kd_weight * kd_loss}."""
 
     Params: ClassVar[type[MethodParams]] = KDParams
     params: KDParams
 
-    def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
         logits, teacher_logits = self.student_and_teacher(batch)
         return logits, {

@@ -6,7 +6,8 @@ from typing import ClassVar
 from torch import Tensor
 
 from kdforge.data.types import Batch
-from kdforge.distillers.base import Distiller, MethodParams
+from kdforge.engine.contract import StepContext
+from kdforge.methods.base import Method, MethodParams
 from kdforge.registry import METHODS
 
 
@@ -15,12 +16,12 @@ class CEParams(MethodParams):
 
 
 @METHODS.register("ce")
-class CEDistiller(Distiller):
+class CE(Method):
     """{"ce": CE(student(x), labels)}, with the run's label smoothing and mixed labels when present."""
 
     Params: ClassVar[type[MethodParams]] = CEParams
     needs_teacher: ClassVar[bool] = False
 
-    def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self.student(batch.x)
+    def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = batch.forward(self.student)
         return logits, {"ce": self.hard_loss(logits, batch)}

@@ -1,4 +1,4 @@
-"""ce / kd / wsl distillers: the loss dict they return, gradients, and the teacher left untouched."""
+"""ce / kd / wsl methods: the loss dict they return, gradients, and the teacher left untouched."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdforge.data.types import Batch
-from kdforge.distillers import METHODS
+from kdforge.data.types import Batch, DataSpec, Split
+from kdforge.methods import METHODS, Setup
 from kdforge.losses import kd_loss, wsl_loss
 from kdforge.teachers.live import LiveTeacher
 
@@ -24,6 +24,11 @@ def _batch(mixed: bool = False) -> Batch:
     return Batch(x=torch.randn(B, D, generator=g), y=y, index=torch.arange(B), target=target)
 
 
+def _setup(label_smoothing: float = 0.0) -> Setup:
+    return Setup.for_data(DataSpec("toy", (D,), C), Split(torch.randn(B, D), torch.zeros(B, dtype=torch.long)),
+                          label_smoothing)
+
+
 def _models() -> tuple[nn.Module, LiveTeacher]:
     torch.manual_seed(0)
     return nn.Linear(D, C), LiveTeacher(nn.Linear(D, C))
@@ -32,16 +37,16 @@ def _models() -> tuple[nn.Module, LiveTeacher]:
 def _make(name: str, **params: float) -> tuple[nn.Module, nn.Module, LiveTeacher]:
     student, teacher = _models()
     method = METHODS[name]
-    distiller = method(student, teacher if method.needs_teacher else None, method.Params(**params), 0.0)
+    distiller = method(student, teacher if method.needs_teacher else None, method.Params(**params), _setup())
     return distiller, student, teacher
 
 
 def test_ce_trains_the_student_alone() -> None:
     student, _ = _models()
     method = METHODS["ce"]
-    distiller = method(student, None, method.Params(), label_smoothing=0.1)
+    distiller = method(student, None, method.Params(), _setup(0.1))
     batch = _batch()
-    logits, losses = distiller.forward_train(batch)
+    logits, losses = distiller.loss_terms(batch, None)
     assert set(losses) == {"ce"}
     assert torch.allclose(logits, student(batch.x))
     assert torch.allclose(losses["ce"], F.cross_entropy(logits, batch.y, label_smoothing=0.1))
@@ -50,14 +55,14 @@ def test_ce_trains_the_student_alone() -> None:
 def test_ce_uses_the_mixed_target() -> None:
     distiller, _, _ = _make("ce")
     batch = _batch(mixed=True)
-    logits, losses = distiller.forward_train(batch)
+    logits, losses = distiller.loss_terms(batch, None)
     assert torch.allclose(losses["ce"], F.cross_entropy(logits, batch.target))
 
 
 def test_kd_terms_are_weighted_losses() -> None:
     distiller, student, teacher = _make("kd", temperature=3.0, ce_weight=0.25, kd_weight=0.6)
     batch = _batch()
-    logits, losses = distiller.forward_train(batch)
+    logits, losses = distiller.loss_terms(batch, None)
     assert set(losses) == {"ce", "kd"}
     t = teacher(batch.x)
     assert torch.allclose(losses["ce"], 0.25 * F.cross_entropy(logits, batch.y))
@@ -73,7 +78,7 @@ def test_kd_defaults() -> None:
 def test_wsl_terms_are_weighted_losses(mixed: bool) -> None:
     distiller, student, teacher = _make("wsl", temperature=3.0, alpha=1.5, ce_weight=0.5)
     batch = _batch(mixed)
-    logits, losses = distiller.forward_train(batch)
+    logits, losses = distiller.loss_terms(batch, None)
     assert set(losses) == {"ce", "wsl"}
     t = teacher(batch.x)
     assert torch.allclose(losses["ce"], 0.5 * F.cross_entropy(logits, batch.labels))
@@ -90,7 +95,7 @@ def test_gradients_reach_the_student_only(name: str) -> None:
     distiller, student, teacher = _make(name)
     distiller.train()
     assert not teacher.model.training  # a live teacher stays in eval mode
-    _, losses = distiller.forward_train(_batch())
+    _, losses = distiller.loss_terms(_batch(), None)
     sum(losses.values()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
     assert all(p.grad is None for p in teacher.parameters())
@@ -106,4 +111,4 @@ def test_eval_forward_is_the_student() -> None:
 def test_teacher_methods_refuse_no_teacher() -> None:
     student, _ = _models()
     with pytest.raises(ValueError, match="needs a teacher"):
-        METHODS["wsl"](student, None, METHODS["wsl"].Params())
+        METHODS["wsl"](student, None, METHODS["wsl"].Params(), _setup())

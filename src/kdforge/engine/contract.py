@@ -1,0 +1,148 @@
+"""What the engine asks of a method, and what it gives the method in return.
+
+The engine never imports a method or a loss: it drives any object shaped like `TrainMethod`. Simple methods
+inherit `kdforge.methods.Method`, return named loss terms and let `StepContext.optimize` do backward, clipping
+and the optimizer and schedule steps. A method may instead own the whole step (several optimizers, inner
+unrolled updates, alternating phases) through the same context, and keep state of its own (memory banks,
+learned losses, pseudo-label sets) in `extra_state`, which checkpoints carry so that resume stays bit-exact.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from kdforge.config.schema import AugmentConfig, RecipeConfig
+from kdforge.data import Batch, BatchIterator, DataBundle
+from kdforge.engine.runtime import Runtime
+
+if TYPE_CHECKING:
+    from kdforge.engine.log import RunLogger
+
+
+@dataclass
+class Optimization:
+    """One optimizer, its per-step schedule (or None) and the gradient-norm clip applied before its step."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler | None = None
+    grad_clip: float | None = None
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        for group in self.optimizer.param_groups:
+            yield from group["params"]
+
+    def step(self) -> None:
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(list(self.parameters()), self.grad_clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long the run is: what `configure_optimizers` needs to build per-step schedules."""
+
+    recipe: RecipeConfig
+    epochs: int
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclass
+class StepOutput:
+    """What one training step reports. `terms` are the weighted loss terms (their sum is logged as `loss`);
+    `logits` the student's outputs on the batch (for train accuracy, when the batch has hard labels);
+    `metrics` any other per-step scalars to average over the epoch (never summed into the loss)."""
+
+    terms: dict[str, Tensor]
+    logits: Tensor | None = None
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    """The engine's side of a step: where the run is, the data, the runtime, the logger and the optimizers."""
+
+    plan: Plan
+    data: DataBundle
+    runtime: Runtime
+    optimizers: dict[str, Optimization]
+    logger: "RunLogger | None" = None
+    augment: AugmentConfig = AugmentConfig()
+    batch_size: int = 128
+    epoch: int = 0
+    step: int = 0  # optimizer-independent global step: training batches completed before this one
+    batch_index: int = 0  # position of the current batch in its epoch
+    _loaders: dict[str, BatchIterator] = field(default_factory=dict, repr=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.plan.steps_per_epoch
+
+    @property
+    def total_steps(self) -> int:
+        return self.plan.total_steps
+
+    @property
+    def recipe(self) -> RecipeConfig:
+        return self.plan.recipe
+
+    def optimize(self, loss: Tensor, names: Iterable[str] | None = None) -> None:
+        """Zero the named optimizers' gradients (all by default), backpropagate `loss`, clip, step each one and
+        its schedule. Methods with several optimizers call this once per phase with the phase's names."""
+        chosen = [self.optimizers[n] for n in (names if names is not None else self.optimizers)]
+        for opt in chosen:
+            opt.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in chosen:
+            opt.step()
+
+    def loader(self, split: str) -> BatchIterator:
+        """Batches of another split (e.g. `unlabeled`) with the run's batch size, augmentation and seed; its
+        epoch e depends on (seed, split, e) only, so a method that draws from it still resumes exactly."""
+        if split not in self._loaders:
+            part = self.data.split(split)
+            self._loaders[split] = BatchIterator(part, self.batch_size, self.data.spec.num_classes, self.augment,
+                                                 seed=hash_seed(self.recipe.seed, split), name=split)
+        return self._loaders[split]
+
+    def log(self, **values: float) -> None:
+        """Extra scalars of the method, written beside the engine's step records (main process only)."""
+        if self.logger is not None:
+            self.logger.log("method", self.step, epoch=self.epoch, **values)
+
+
+def hash_seed(seed: int, name: str) -> int:
+    """A seed for a named stream derived from the run's seed (stable across processes and Python versions)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=7).digest(), "little")
+
+
+@runtime_checkable
+class TrainMethod(Protocol):
+    """What the engine drives. `kdforge.methods.Method` implements every hook with a sensible default."""
+
+    def to(self, device: torch.device) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+    def configure_optimizers(self, plan: Plan) -> dict[str, Optimization]: ...
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput: ...
+    def on_epoch_start(self, ctx: StepContext) -> None: ...
+    def on_epoch_end(self, ctx: StepContext) -> None: ...
+    def before_validation(self, ctx: StepContext) -> None: ...
+    def trainable(self) -> nn.Module: ...
+    def eval_model(self) -> nn.Module: ...
+    def extra_state(self) -> dict[str, Any]: ...
+    def load_extra_state(self, state: dict[str, Any]) -> None: ...

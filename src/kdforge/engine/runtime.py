@@ -1,0 +1,78 @@
+"""One object for everything that depends on how many processes run: rank, world size, device, reductions.
+
+One process by default; under torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment) it joins the process
+group. Code that writes files asks `is_main`; code that sums over samples all-reduces through it, so nothing in
+the engine assumes a single process.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from kdforge.errors import ConfigError
+
+ReduceOp = Literal["sum", "max", "min"]
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' (CUDA when present, one GPU per local rank, else CPU), 'cpu', 'cuda' or 'cuda:i'; a device that is
+    not there is a ConfigError naming `train.device`."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device={name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:<index>'") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name!r} but this machine has no CUDA device; use 'auto' or 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif device.type != "cpu":
+        raise ConfigError(f"train.device={name!r}: only 'auto', 'cpu' and 'cuda[:i]' are supported")
+    return device
+
+
+@dataclass(frozen=True)
+class Runtime:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes files (checkpoints, logs, saved models, summaries)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls, device: str = "auto") -> "Runtime":
+        """One process unless torchrun's variables are set; then the process group is joined (gloo on CPU,
+        nccl on CUDA) if the caller has not done so already."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        resolved = resolve_device(device, local)
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+        return cls(rank=rank, world_size=world, local_rank=local, device=resolved)
+
+    def all_reduce(self, tensor: Tensor, op: ReduceOp = "sum") -> Tensor:
+        """`tensor` reduced over all processes (a new tensor; the argument is left as it was)."""
+        out = tensor.detach().clone()
+        if self.distributed:
+            dist.all_reduce(out, op=_OPS[op])
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()

@@ -1,0 +1,135 @@
+"""The method contract. A simple method writes `loss_terms`; a method with its own step overrides `training_step`.
+
+    class KD(Method):                       # one file, one registered class
+        Params = KDParams
+        def loss_terms(self, batch, ctx):
+            logits, teacher = self.student_and_teacher(batch)
+            return logits, {"ce": ..., "kd": ...}
+
+Everything a method trains besides the student (connectors, projectors, loss networks) is a submodule other than
+`student` and `teacher`: `trainable()` collects them for the optimizer and for checkpoints, and only the student
+is exported. State that is not a parameter or buffer (counters, pseudo-label sets) goes in `extra_state`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from kdforge.data.types import Batch, DataSpec, Split
+from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
+from kdforge.engine.optim import build_optimizer, build_scheduler
+from kdforge.losses import hard_cross_entropy
+from kdforge.teachers.base import TeacherOutput, TeacherSource
+
+
+class MethodParams(BaseModel):
+    """Hyper-parameters of a method, validated from `method.params`; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+EXAMPLE_SAMPLES = 8  # training samples a method's dry forwards see while it is built (feature shapes)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a method may look at while it is built: the data's spec, a few training samples (dry forwards learn
+    feature shapes from them, so connectors exist before the optimizer) and the run's label smoothing."""
+
+    spec: DataSpec
+    example: Batch
+    label_smoothing: float = 0.0
+
+    @classmethod
+    def for_data(cls, spec: DataSpec, train: Split, label_smoothing: float = 0.0) -> "Setup":
+        """The spec and the first `EXAMPLE_SAMPLES` samples of the training split."""
+        return cls(spec, train.batch(torch.arange(min(EXAMPLE_SAMPLES, len(train)))), label_smoothing)
+
+
+class Method(nn.Module):
+    """Base of every method; implements the engine's `TrainMethod` protocol with the default behaviour.
+
+    Subclasses set `Params` and `needs_teacher`, and implement `loss_terms` (or override `training_step` and,
+    with several optimizers, `configure_optimizers`).
+    """
+
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    needs_teacher: ClassVar[bool] = True
+
+    def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
+        super().__init__()
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"{type(self).__name__} needs a teacher")
+        self.student = student
+        # A live teacher is a submodule so that .to(device) moves it; it keeps itself in eval mode.
+        self.teacher = teacher
+        self.params = params
+        self.setup = setup
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.student(*inputs)
+
+    # ---- what simple methods write ------------------------------------------------------------------------
+    def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+        """(student logits on the batch, {term name: weighted loss}); the terms are summed and optimized."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither loss_terms nor training_step")
+
+    # ---- the engine's protocol, with defaults -------------------------------------------------------------
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        logits, terms = self.loss_terms(batch, ctx)
+        ctx.optimize(sum(terms.values()))  # type: ignore[arg-type]
+        return StepOutput(terms=terms, logits=logits)
+
+    def configure_optimizers(self, plan: Plan) -> dict[str, Optimization]:
+        """One optimizer over `trainable()` with the recipe's optimizer, schedule and grad clip."""
+        return {"main": self.optimization(self.trainable().parameters(), plan)}
+
+    def optimization(self, params: Any, plan: Plan, steps_per_epoch: int | None = None) -> Optimization:
+        """An optimizer over `params` built from the recipe, with its schedule over `steps_per_epoch` steps per
+        epoch (default: one step per batch). Methods with several optimizers call this once for each."""
+        optimizer = build_optimizer(params, plan.recipe.optim)
+        scheduler = build_scheduler(optimizer, plan.recipe.schedule, plan.epochs, steps_per_epoch or plan.steps_per_epoch)
+        return Optimization(optimizer, scheduler, plan.recipe.train.grad_clip)
+
+    def on_epoch_start(self, ctx: StepContext) -> None:
+        """Called before an epoch's first step."""
+
+    def on_epoch_end(self, ctx: StepContext) -> None:
+        """Called after an epoch's last step, before validation and the checkpoint."""
+
+    def before_validation(self, ctx: StepContext) -> None:
+        """Called before each evaluation of `eval_model()`."""
+
+    def trainable(self) -> nn.ModuleDict:
+        """The modules whose parameters are optimized and checkpointed: the student and any connectors."""
+        return nn.ModuleDict({name: m for name, m in self.named_children() if name != "teacher"})
+
+    def eval_model(self) -> nn.Module:
+        """What validation evaluates and the run exports: the student alone."""
+        return self.student
+
+    def extra_state(self) -> dict[str, Any]:
+        """State besides parameters and buffers, as tensors / numbers / strings / lists / dicts (checkpoints load
+        with weights_only=True)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what `extra_state` returned."""
+
+    # ---- shared pieces ------------------------------------------------------------------------------------
+    def hard_loss(self, logits: Tensor, batch: Batch) -> Tensor:
+        """CE on the batch's labels (mixed when mixup/cutmix ran), with the run's label smoothing."""
+        return hard_cross_entropy(logits, batch.labels, self.setup.label_smoothing)
+
+    def teacher_outputs(self, batch: Batch) -> TeacherOutput:
+        if self.teacher is None:
+            raise ValueError(f"{type(self).__name__} has no teacher")
+        return self.teacher.outputs(batch)
+
+    def student_and_teacher(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Student logits (with grad) and teacher logits (without) on the same view of the batch."""
+        return batch.forward(self.student), self.teacher_outputs(batch).logits
