@@ -1,4 +1,8 @@
 """Errors a user can act on. The CLI prints `error: <message>` and exits 2 for these; anything else is a bug."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class KdforgeError(Exception):
@@ -19,3 +23,13 @@ class CheckpointError(KdforgeError):
 
 class TrainingDiverged(KdforgeError):
     """A loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+@contextmanager
+def at_key(key_path: str) -> Iterator[None]:
+    """Prefix ConfigErrors (and ValueErrors, which become ConfigErrors) raised inside with the config key whose
+    value caused them, e.g. `method.params.student_layer: no module 'layr2' ...`."""
+    try:
+        yield
+    except (ConfigError, ValueError) as e:
+        raise ConfigError(f"{key_path}: {e}") from None

@@ -167,8 +167,11 @@ class Batch:
 
     def forward(self, model: nn.Module) -> Tensor:
         """`model`'s output rows for this batch's samples: model(x, *extra), then the selected rows (graphs)."""
-        out = model(self.x, *self.extra)
-        return out if self.select is None else out.index_select(0, self.select)
+        return self.rows(model(self.x, *self.extra))
+
+    def rows(self, t: Tensor) -> Tensor:
+        """The rows of a per-sample output (logits, a tapped feature) that belong to this batch's samples."""
+        return t if self.select is None else t.index_select(0, self.select)
 
     def to(self, device: torch.device | str) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731

@@ -5,11 +5,13 @@ from kdforge.losses.common import (
     soft_cross_entropy,
     soft_targets,
 )
+from kdforge.losses.fitnet import hint_loss
 from kdforge.losses.kd import kd_loss
 from kdforge.losses.wsl import wsl_loss, wsl_weights
 
 __all__ = [
     "hard_cross_entropy",
+    "hint_loss",
     "kd_loss",
     "kl_div_with_temperature",
     "soft_cross_entropy",

@@ -23,6 +23,7 @@ from kdforge.data.types import Batch, DataSpec, Split
 from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.engine.optim import build_optimizer, build_scheduler
 from kdforge.losses import hard_cross_entropy
+from kdforge.models.taps import Taps
 from kdforge.teachers.base import TeacherOutput, TeacherSource
 
 
@@ -104,9 +105,19 @@ class Method(nn.Module):
     def before_validation(self, ctx: StepContext) -> None:
         """Called before each evaluation of `eval_model()`."""
 
-    def trainable(self) -> nn.ModuleDict:
-        """The modules whose parameters are optimized and checkpointed: the student and any connectors."""
-        return nn.ModuleDict({name: m for name, m in self.named_children() if name != "teacher"})
+    def trainable(self) -> nn.Module:
+        """Everything of the method but the teacher: the student, connectors and other submodules, and parameters
+        and buffers set on the method itself. Its state dict is what checkpoints hold (keys `student.*`, ...);
+        the default optimizer trains its parameters. Built on each call, sharing the method's tensors."""
+        keep = nn.Module()
+        for name, module in self.named_children():
+            if name != "teacher":
+                keep.add_module(name, module)
+        for name, param in self.named_parameters(recurse=False):
+            keep.register_parameter(name, param)
+        for name, buf in self.named_buffers(recurse=False):
+            keep.register_buffer(name, buf, persistent=name not in self._non_persistent_buffers_set)
+        return keep
 
     def eval_model(self) -> nn.Module:
         """What validation evaluates and the run exports: the student alone."""
@@ -129,6 +140,12 @@ class Method(nn.Module):
         if self.teacher is None:
             raise ValueError(f"{type(self).__name__} has no teacher")
         return self.teacher.outputs(batch)
+
+    def student_with_features(self, batch: Batch, taps: Taps) -> tuple[Tensor, dict[str, Tensor]]:
+        """Student logits and the features at `taps`' paths, both with gradients, from one forward pass."""
+        with taps.capture() as features:
+            logits = batch.forward(self.student)
+        return logits, {k: batch.rows(v) for k, v in features.items()}
 
     def student_and_teacher(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Student logits (with grad) and teacher logits (without) on the same view of the batch."""

@@ -41,7 +41,7 @@ class LiveTeacher(nn.Module):
     def outputs(self, batch: Batch) -> TeacherOutput:
         with self.taps.capture() as features:
             logits = batch.forward(self.model)
-        return TeacherOutput(logits=logits, features=dict(features))
+        return TeacherOutput(logits=logits, features={k: batch.rows(v) for k, v in features.items()})
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:

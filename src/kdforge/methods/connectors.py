@@ -1,0 +1,49 @@
+"""Connectors: trainable maps from a student feature's shape to a teacher feature's, built from tapped shapes.
+
+Shared by every feature method, so they are written once. They live in the method (trained and checkpointed
+with the student) and are dropped at export.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class ConvReg(nn.Module):
+    """RepDistiller's `ConvReg` (models/util.py, for FitNet) for maps of 1 or 2 spatial dims: conv, BN, ReLU.
+
+    Spatial size: student 2x the teacher's -> 3x3 conv with stride 2; half -> 4x4 transposed conv with stride 2;
+    larger or equal -> a valid conv of kernel 1 + (s - t), which is a 1x1 conv when the sizes match.
+    """
+
+    def __init__(self, s_shape: tuple[int, ...], t_shape: tuple[int, ...], use_relu: bool = True) -> None:
+        super().__init__()
+        dims = len(s_shape) - 1
+        conv, tconv, norm = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d) if dims == 1 else \
+            (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)
+        (s_c, *s_size), (t_c, *t_size) = s_shape, t_shape
+        if s_size[0] == 2 * t_size[0]:
+            self.conv: nn.Module = conv(s_c, t_c, kernel_size=3, stride=2, padding=1)
+        elif s_size[0] * 2 == t_size[0]:
+            self.conv = tconv(s_c, t_c, kernel_size=4, stride=2, padding=1)
+        elif all(s >= t for s, t in zip(s_size, t_size)):
+            self.conv = conv(s_c, t_c, kernel_size=tuple(1 + s - t for s, t in zip(s_size, t_size)))
+        else:
+            raise ValueError(f"no connector from student feature {s_shape} to teacher feature {t_shape}")
+        self.bn = norm(t_c)
+        self.use_relu = use_relu
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.bn(self.conv(x))
+        return x.relu() if self.use_relu else x
+
+
+def connector(s_shape: tuple[int, ...], t_shape: tuple[int, ...]) -> nn.Module:
+    """A map from features of shape `s_shape` to `t_shape` (without batch): Linear for vectors, ConvReg for
+    maps [C, L] or [C, H, W]; a ValueError for shapes of different rank or no known map."""
+    if len(s_shape) != len(t_shape):
+        raise ValueError(f"student feature {s_shape} and teacher feature {t_shape} have different ranks")
+    if len(s_shape) == 1:
+        return nn.Linear(s_shape[0], t_shape[0])
+    if len(s_shape) in (2, 3):
+        return ConvReg(s_shape, t_shape)
+    raise ValueError(f"no connector for features of shape {s_shape}")
