@@ -13,7 +13,7 @@ from kdforge.config import parse_config
 from kdforge.data import build
 from kdforge.config.schema import DataConfig
 from kdforge.demo import preset
-from kdforge.errors import ConfigError
+from kdforge.errors import CheckpointError, ConfigError
 from kdforge.losses import kd_loss
 
 
@@ -71,3 +71,59 @@ def test_compare_writes_table_plot_and_reuses_teacher(tmp_path):
     assert [s["seed"] for s in runs["kd"]] == [0, 1]
     assert runs["kd"][0]["test"] != runs["kd"][1]["test"]  # seeds differ
     assert len(list((tmp_path / "teachers").iterdir())) == 1  # trained once, reused by every run
+
+
+def _xy(split, n=300):
+    return split.x[:n], split.y[:n]
+
+
+def test_distill_leaves_the_callers_teacher_as_found(digits, tmp_path):
+    teacher = Tiny(32).train()  # a user's teacher in train mode, with gradients on
+    kdforge.distill(Tiny(16), teacher, _xy(digits.train), epochs=1, run_dir=tmp_path / "r", tensorboard=False)
+    assert teacher.training and all(p.requires_grad for p in teacher.parameters())
+    assert not teacher._forward_hooks and not any(m._forward_hooks for m in teacher.modules())
+    teacher.eval()
+    kdforge.distill(Tiny(16), teacher, _xy(digits.train), epochs=1, run_dir=tmp_path / "r2", tensorboard=False)
+    assert not teacher.training
+
+
+def test_no_test_split_means_empty_test_metrics_that_say_so(digits, tmp_path):
+    result = kdforge.distill(Tiny(16), Tiny(32), _xy(digits.train), val=_xy(digits.val), epochs=1,
+                             run_dir=tmp_path / "r", tensorboard=False)
+    assert len(result.test) == 0 and "no test split" in result.test.note and "no test split" in repr(result.test)
+    with pytest.raises(KeyError, match="no test split was given"):
+        result.test["top1"]
+    assert result.val["top1"] > 0  # the val metrics are the val split's, not the train split's
+    none = kdforge.distill(Tiny(16), None, _xy(digits.train), method="ce", epochs=1, run_dir=tmp_path / "n",
+                           tensorboard=False)
+    assert len(none.val) == 0 and len(none.test) == 0 and none.history[0]["train_top1"] > 0
+
+
+def test_default_run_folder_is_new_each_call_and_an_existing_one_is_refused(digits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        kdforge.distill(Tiny(16), None, _xy(digits.train), method="ce", epochs=1, tensorboard=False)
+    assert len(list((tmp_path / "runs" / "api").iterdir())) == 2
+    kdforge.distill(Tiny(16), None, _xy(digits.train), method="ce", epochs=1, run_dir="mine", tensorboard=False)
+    with pytest.raises(ConfigError, match="already holds checkpoints.*overwrite=True"):
+        kdforge.distill(Tiny(16), None, _xy(digits.train), method="ce", epochs=1, run_dir="mine")
+    kdforge.distill(Tiny(16), None, _xy(digits.train), method="ce", epochs=1, run_dir="mine", overwrite=True,
+                    tensorboard=False)
+
+
+def test_distill_options_reach_the_run(digits, tmp_path):
+    result = kdforge.distill(
+        Tiny(16), Tiny(32), _xy(digits.train), val=_xy(digits.val), test=_xy(digits.test), method="kd", epochs=4,
+        eval_every=2, checkpoint_every=2, grad_clip=1.0, label_smoothing=0.1, device="cpu", tensorboard=False,
+        teacher_metrics=False, optim=kdforge.OptimConfig(name="adamw", lr=1e-3),
+        schedule=kdforge.ScheduleConfig(name="cosine"), run_dir=tmp_path / "r")
+    assert [("val_top1" in h) for h in result.history] == [False, True, False, True]
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").glob("epoch_*")) == ["epoch_0001", "epoch_0003"]
+    assert not (tmp_path / "r" / "tb").exists() and "agreement" not in result.test
+    with pytest.raises(CheckpointError, match=r"does not fit this run \(optimizers \{'main': 'AdamW'\}"):
+        kdforge.distill(Tiny(16), Tiny(32), _xy(digits.train), method="kd", epochs=6, resume=True,
+                        tensorboard=False, run_dir=tmp_path / "r")  # default optimizer is SGD: refused
+    resumed = kdforge.distill(Tiny(16), Tiny(32), _xy(digits.train), method="kd", epochs=6, resume=True,
+                              optim=kdforge.OptimConfig(name="adamw", lr=1e-3), tensorboard=False,
+                              run_dir=tmp_path / "r")
+    assert resumed.resumed_from == 3 and len(resumed.history) == 2

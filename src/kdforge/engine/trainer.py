@@ -223,6 +223,7 @@ class Trainer:
         if self.runtime.is_main:
             state = {"epoch": epoch, "step": step, "rng": rng_state(), "method": self.method.extra_state(),
                      "optimizers": {n: o.optimizer.state_dict() for n, o in self.optimizers.items()},
+                     "optimizer_types": {n: type(o.optimizer).__name__ for n, o in self.optimizers.items()},
                      "schedulers": {n: o.scheduler.state_dict() for n, o in self.optimizers.items()
                                     if o.scheduler is not None}}
             save_checkpoint(self.ckpt_dir, epoch, self.method.trainable(), state)
@@ -232,6 +233,9 @@ class Trainer:
         ckpt = load_checkpoint(path)
         try:
             self.method.trainable().load_state_dict(ckpt.weights)
+            types = {n: type(o.optimizer).__name__ for n, o in self.optimizers.items()}
+            if ckpt.state.get("optimizer_types", types) != types:
+                raise ValueError(f"optimizers {ckpt.state['optimizer_types']} were saved, this run has {types}")
             for name, opt in self.optimizers.items():
                 opt.optimizer.load_state_dict(ckpt.state["optimizers"][name])
                 if opt.scheduler is not None:
