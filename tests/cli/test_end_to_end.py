@@ -1,10 +1,7 @@
 """The CLI end to end on real data: distill, evaluate the saved student, survive a SIGKILL and resume exactly."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import kdforge
+from support import sigkill_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -51,14 +49,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     cut_dir = tmp_path / "cut"
     proc = subprocess.Popen(_cli("distill", *_args(cut_dir, teachers)), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    latest = cut_dir / "checkpoints" / "latest.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and json.loads(latest.read_text())["epoch"] >= 2:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
+    sigkill_after_checkpoint(proc, cut_dir, epoch=2)
     assert not (cut_dir / "summary.json").exists()
 
     resumed = subprocess.run(_cli("distill", *_args(cut_dir, teachers), "--resume"), capture_output=True,

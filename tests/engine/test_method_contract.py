@@ -1,11 +1,8 @@
 """The method contract end to end: a method with two optimizers, alternating phases, a second split and extra
 state is stopped mid-run (in process, and by a real SIGKILL) and resumed; it must end bit-identical."""
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,19 +12,9 @@ from kdforge.engine import latest_checkpoint, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from alternating import trainer  # noqa: E402
+from support import Stop, sigkill_after_checkpoint, stop_after  # noqa: E402
 
 HERE = Path(__file__).parent
-
-
-class Stop(Exception):
-    pass
-
-
-def _stop_after(n):
-    def callback(epoch, record):
-        if epoch == n:
-            raise Stop
-    return callback
 
 
 def _weights(t):
@@ -37,7 +24,7 @@ def _weights(t):
 def test_two_optimizers_alternating_phases_resume_bit_identical(tmp_path):
     full = trainer(str(tmp_path / "full"))
     full_result = full.fit()
-    cut = trainer(str(tmp_path / "cut"), callbacks=(_stop_after(1),))
+    cut = trainer(str(tmp_path / "cut"), callbacks=(stop_after(1),))
     with pytest.raises(Stop):
         cut.fit()
     state = load_checkpoint(latest_checkpoint(tmp_path / "cut" / "checkpoints")).state
@@ -63,14 +50,7 @@ def test_sigkill_mid_run_then_resume_in_a_new_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([*script, str(tmp_path / "full"), "6"], check=True, timeout=300, env=env)
     proc = subprocess.Popen([*script, str(tmp_path / "cut"), "6", "--slow"], env=env)
-    latest = tmp_path / "cut" / "checkpoints" / "latest.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and json.loads(latest.read_text())["epoch"] >= 2:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
+    sigkill_after_checkpoint(proc, tmp_path / "cut", epoch=2)
     subprocess.run([*script, str(tmp_path / "cut"), "6", "--resume"], check=True, timeout=300, env=env)
     a = torch.load(tmp_path / "full" / "final.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "final.pt", weights_only=True)

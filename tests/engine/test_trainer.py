@@ -11,6 +11,7 @@ from kdforge.config.schema import (
 from kdforge.engine import Trainer, latest_checkpoint, load_checkpoint, seed_everything
 from kdforge.errors import ConfigError, TrainingDiverged
 from kdforge.teachers import LiveTeacher
+from support import Stop, stop_after
 
 AUG = AugmentConfig(mixup_alpha=0.4, flip=True)  # exercises the loader's RNG as well as dropout's
 
@@ -29,22 +30,10 @@ def _trainer(bundle, run_dir, epochs=4, lr=0.01, method="ce", teacher=None, call
     return Trainer(distiller, bundle, recipe, run_dir, batch_size=64, augment=AUG, callbacks=callbacks)
 
 
-class Stop(Exception):
-    pass
-
-
-def _stop_after(epoch_to_stop):
-    def callback(epoch, record):
-        if epoch == epoch_to_stop:
-            raise Stop
-
-    return callback
-
-
 def test_resume_ends_with_same_weights_as_uninterrupted(bundle, tmp_path):
     full = _trainer(bundle, tmp_path / "full")
     full_result = full.fit()
-    interrupted = _trainer(bundle, tmp_path / "cut", callbacks=[_stop_after(1)])
+    interrupted = _trainer(bundle, tmp_path / "cut", callbacks=[stop_after(1)])
     with pytest.raises(Stop):
         interrupted.fit()
     assert latest_checkpoint(tmp_path / "cut" / "checkpoints").name == "epoch_0001"

@@ -1,0 +1,35 @@
+"""Helpers shared by tests: stopping a run in process, and killing one with SIGKILL once it has checkpointed."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class Stop(Exception):
+    """Raised by `stop_after` to interrupt a run in process, as a crash would."""
+
+
+def stop_after(epoch_to_stop: int) -> Callable[[int, dict[str, Any]], None]:
+    """An epoch callback that raises Stop after epoch `epoch_to_stop` (its checkpoint is written by then)."""
+    def callback(epoch: int, record: dict[str, Any]) -> None:
+        if epoch == epoch_to_stop:
+            raise Stop
+    return callback
+
+
+def sigkill_after_checkpoint(proc: subprocess.Popen, run_dir: Path, epoch: int, timeout: float = 240) -> None:
+    """SIGKILL `proc` as soon as `run_dir` holds a checkpoint of `epoch` or later; fail if it finished first."""
+    latest = run_dir / "checkpoints" / "latest.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists() and json.loads(latest.read_text())["epoch"] >= epoch:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
