@@ -146,41 +146,50 @@ class Trainer:
         method.train()
         method.on_epoch_start(ctx)
         sums: dict[str, Tensor] = {}
+        counts: dict[str, int] = {}  # steps that reported each value: alternating phases report different terms
+        loss_names: dict[str, None] = {}  # ordered set of the loss terms' names
         device = self.runtime.device
         correct = torch.zeros((), dtype=torch.long, device=device)
         labeled = torch.zeros((), dtype=torch.long, device=device)
         for i, batch in enumerate(self.loader.epoch(epoch)):
             ctx.step, ctx.batch_index = step, i
-            out = method.training_step(batch.to(device), ctx)
+            batch = batch.to(device)
+            out = method.training_step(batch, ctx)
             loss = _total(out.terms)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(self._diverged_message(out.terms, epoch, i, step))
             step += 1
+            loss_names.update(dict.fromkeys(out.terms))
             for name, value in (*out.terms.items(), *out.metrics.items()):
                 sums[name] = sums.get(name, 0.0) + value.detach()
+                counts[name] = counts.get(name, 0) + 1
             if out.logits is not None and batch.y is not None:
-                correct += out.logits.detach().argmax(-1).eq(batch.y.to(device)).sum()
+                correct += out.logits.detach().argmax(-1).eq(batch.y).sum()
                 labeled += batch.y.shape[0]
             advance()
             if logger is not None and step % self.cfg.log_every == 0:
                 logger.log("step", step, epoch=epoch, loss=float(loss.detach()), lr=self._lr(),
                            **{k: float(v.detach()) for k, v in out.terms.items()})
         method.on_epoch_end(ctx)
-        record: dict[str, Any] = {"epoch": epoch, **self._epoch_means(sums, i + 1, out.terms)}
-        counts = self.runtime.all_reduce(torch.stack([correct, labeled]))
-        if int(counts[1]):
-            record["train_top1"] = int(counts[0]) / int(counts[1])
+        record: dict[str, Any] = {"epoch": epoch, **self._epoch_means(sums, counts, loss_names)}
+        hits = self.runtime.all_reduce(torch.stack([correct, labeled]))
+        if int(hits[1]):
+            record["train_top1"] = int(hits[0]) / int(hits[1])
         record["lr"] = self._lr()
         return record, step
 
-    def _epoch_means(self, sums: dict[str, Tensor], batches: int, terms: dict[str, Tensor]) -> dict[str, float]:
-        """Per-batch means over the epoch and over every process; `loss` is the sum of the loss terms' means."""
+    def _epoch_means(self, sums: dict[str, Tensor], counts: dict[str, int],
+                     loss_names: dict[str, None]) -> dict[str, float]:
+        """Each value's mean over the steps (of every process) that reported it; `loss` is the sum of the loss
+        terms' means."""
         names = list(sums)
         if not names:
             return {"loss": 0.0}
-        total = self.runtime.all_reduce(torch.stack([torch.as_tensor(sums[n], dtype=torch.float64) for n in names]))
-        means = {n: float(v) / (batches * self.runtime.world_size) for n, v in zip(names, total)}
-        return {"loss": sum(means[n] for n in terms), **means}
+        stacked = [torch.as_tensor(sums[n], dtype=torch.float64) for n in names]
+        stacked += [torch.tensor(float(counts[n]), dtype=torch.float64) for n in names]
+        total = self.runtime.all_reduce(torch.stack(stacked))
+        means = {n: float(total[j]) / float(total[len(names) + j]) for j, n in enumerate(names)}
+        return {"loss": sum(means[n] for n in loss_names), **means}
 
     def _lr(self) -> float:
         return next(iter(self.optimizers.values())).lr if self.optimizers else 0.0
