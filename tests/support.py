@@ -33,3 +33,11 @@ def sigkill_after_checkpoint(proc: subprocess.Popen, run_dir: Path, epoch: int, 
             break
         time.sleep(0.01)
     assert proc.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file below `root`: compare before and after to prove nothing changed."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}

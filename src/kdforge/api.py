@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,8 @@ from kdforge.config.schema import (
 )
 from kdforge.data import DataBundle, DataSpec, Split
 from kdforge.engine import FitResult, Runtime, Trainer, agreement_metrics, predict, seed_everything
-from kdforge.errors import CheckpointError, ConfigError
+from kdforge.engine.lock import RunLock
+from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 from kdforge.fileio import atomic_write_text
 from kdforge.methods import Method, Setup
 from kdforge.registry import TEACHERS
@@ -42,23 +44,28 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
     seed_everything(cfg.seed)
     student = models.build(cfg.student, bundle.spec, "student")
     source = TEACHERS[cfg.teacher.source](teacher) if teacher is not None and cfg.teacher is not None else None
+    run_dir = Path(cfg.run_dir)
     try:
-        method = methods.build(cfg.method, student, source, Setup.for_data(bundle.spec, bundle.train, cfg.train.label_smoothing))
-        run_dir = Path(cfg.run_dir)
-        if runtime.is_main:
-            _write_run_files(run_dir, cfg, bundle)
+        method = methods.build(cfg.method, student, source,
+                               Setup.for_data(bundle.spec, bundle.train, cfg.train.label_smoothing))
         extra = None if teacher is None else (teacher_logits or TeacherLogits()).metrics_fn(
             str(teacher_dir(cfg)), teacher, bundle, cfg.data.eval_batch_size, runtime.device)
-        result = Trainer(method, bundle, cfg.recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
-                         cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}", runtime=runtime,
-                         extra_metrics=extra).fit(resume, overwrite)
+        trainer = Trainer(method, bundle, cfg.recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
+                          cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}", runtime=runtime,
+                          extra_metrics=extra)
+        with RunLock(run_dir) if runtime.is_main else nullcontext():
+            trainer.prepare(resume, overwrite)  # refuses a folder holding another run before anything is written
+            if runtime.is_main:
+                _write_run_files(run_dir, cfg, bundle)
+            result = trainer.fit()
+            summary = _summary(cfg, result, student, teacher, time.perf_counter() - t0)
+            if runtime.is_main:
+                models.save_model(run_dir / "student", student, cfg.student, bundle.spec,
+                                  extra={"test": dict(result.test)})
+                atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     finally:
         if isinstance(source, LiveTeacher):
             source.release()
-    summary = _summary(cfg, result, student, teacher, time.perf_counter() - t0)
-    if runtime.is_main:
-        models.save_model(run_dir / "student", student, cfg.student, bundle.spec, extra={"test": dict(result.test)})
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -134,9 +141,12 @@ def prepare_teacher(cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
     assert cfg.teacher is not None
     path = teacher_dir(cfg)
     if (path / "model.json").exists():
-        model, _, spec, _ = models.load_model_with_info(path)
+        model, saved, spec, _ = models.load_model_with_info(path)
         if spec != bundle.spec:
             raise CheckpointError(f"teacher {path} was trained on {spec}, but the data is {bundle.spec}")
+        if saved != cfg.teacher.model:
+            raise CheckpointError(f"teacher {path} is a {saved.name} {saved.params}, but teacher.model is "
+                                  f"{cfg.teacher.model.name} {cfg.teacher.model.params}; make them agree")
         return model
     if cfg.teacher.recipe is None:
         raise CheckpointError(f"teacher checkpoint {path} does not exist; train it first or give teacher.recipe")
@@ -150,8 +160,13 @@ def train_teacher(cfg: ExperimentConfig, bundle: DataBundle, path: Path) -> nn.M
     model = models.build(cfg.teacher.model, bundle.spec, "teacher.model")
     method = methods.build(MethodConfig(name="ce"), model, None, Setup.for_data(bundle.spec, bundle.train, recipe.train.label_smoothing))
     runtime = Runtime.from_env(recipe.train.device)
-    result = Trainer(method, bundle, recipe, path / "run", cfg.data.batch_size, cfg.data.eval_batch_size,
-                     cfg.data.augment, label=f"teacher {cfg.teacher.model.name}", runtime=runtime).fit(overwrite=True)
+    trainer = Trainer(method, bundle, recipe, path / "run", cfg.data.batch_size, cfg.data.eval_batch_size,
+                      cfg.data.augment, label=f"teacher {cfg.teacher.model.name}", runtime=runtime)
+    try:
+        result = trainer.fit(overwrite=True)
+    except TrainingDiverged as e:
+        raise TrainingDiverged(f"training the teacher {cfg.teacher.model.name} from teacher.recipe: {e} "
+                               "(the keys are under teacher.recipe)") from None
     if runtime.is_main:
         models.save_model(path, model, cfg.teacher.model, bundle.spec,
                           extra={"test": dict(result.test), "val": dict(result.val)})

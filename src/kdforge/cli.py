@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--seeds", type=int, default=3)
     cmp_.add_argument("--methods", default="ce,kd,wsl", help="comma-separated registered method names")
     cmp_.add_argument("--out", type=Path, default=None, help="output folder (default runs/<name>)")
-    cmp_.add_argument("--resume", action="store_true")
+    cmp_.add_argument("--resume", action="store_true", help="continue the runs of an earlier comparison")
+    cmp_.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier comparison")
     demo = sub.add_parser("demo", help="teacher, student alone, KD and WSL on scikit-learn digits, 3 seeds")
     demo.add_argument("--seeds", type=int, default=3)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -87,7 +88,7 @@ def _compare(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    result = compare(cfg, methods, args.seeds, args.out, resume=args.resume)
+    result = compare(cfg, methods, args.seeds, args.out, resume=args.resume, overwrite=args.overwrite)
     print(result.table)
     print(f"written to {result.out_dir}/ (table.md, table.csv, results.json, comparison.png)")
 

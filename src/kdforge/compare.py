@@ -32,7 +32,9 @@ def method_config(cfg: ExperimentConfig, name: str) -> MethodConfig:
 
 
 def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str | Path | None = None,
-            resume: bool = False) -> Comparison:
+            resume: bool = False, overwrite: bool = False) -> Comparison:
+    """Every method over `seeds` seeds; an earlier comparison's runs in `out_dir` are continued with `resume`,
+    replaced with `overwrite`, and otherwise refused (nothing of them is deleted)."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if not methods:
@@ -52,7 +54,7 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
         for seed in range(seeds):
             run_cfg = cfg.model_copy(update={"method": method, "seed": seed,
                                              "output_dir": str(out / name / f"seed{seed}")})
-            summaries.setdefault(name, []).append(run(run_cfg, resume=resume, overwrite=not resume, bundle=bundle,
+            summaries.setdefault(name, []).append(run(run_cfg, resume=resume, overwrite=overwrite, bundle=bundle,
                                                       teacher_logits=teacher_logits))
     rows += [aggregate(name, runs) for name, runs in summaries.items()]
     return _write(out, cfg, rows, summaries)

@@ -18,7 +18,7 @@ def preset(name: str = "digits") -> dict:
 
 def demo(seeds: int = 3, out_dir: str | Path = "runs/demo", overrides: list[str] | None = None) -> Comparison:
     cfg = parse_config(preset(), overrides or [])
-    result = compare(cfg, METHODS, seeds, out_dir)
+    result = compare(cfg, METHODS, seeds, out_dir, overwrite=True)  # the demo is meant to be re-run
     print(result.table)
     print(f"written to {result.out_dir}/ (table.md, table.csv, results.json, comparison.png)")
     return result

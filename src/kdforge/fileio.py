@@ -8,6 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+# The process umask, read once (reading it means setting it): files and folders made through temporary names get
+# the permissions a plain open()/mkdir() would give them, so a store shared by a group stays usable.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)`, then rename onto `path`: a reader sees the old file or the new one, never half."""
     path = Path(path)
@@ -19,6 +26,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(tmp_path)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, FILE_MODE)  # mkstemp makes 0600
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -68,3 +68,45 @@ def test_python_dash_m_works_like_the_script(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kdforge", "distill", str(_config(tmp_path)), "optim.name=adam"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: optim.name")
+
+
+def _one_line_error(out) -> str:
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.err, out.err
+    return lines[0]
+
+
+def test_a_refused_rerun_changes_nothing_in_the_earlier_run(tmp_path, capsys):
+    from support import tree_digest
+
+    run_dir = tmp_path / "run"
+    cfg = _config(tmp_path)
+    args = ["distill", cfg, f"output_dir={run_dir}", "train.epochs=1", f"teacher.store_dir={tmp_path / 't'}",
+            "teacher.recipe.train.epochs=1"]
+    assert _run(capsys, *args)[0] == 0
+    before = tree_digest(run_dir)
+    code, out = _run(capsys, *args, "train.epochs=2")  # another config into the same folder: refused
+    assert code == 2 and "already holds checkpoints" in _one_line_error(out)
+    assert tree_digest(run_dir) == before  # config.yaml included
+
+
+@pytest.mark.parametrize("template,needle", [
+    ("runs/{nme}", "unknown field {nme}"), ("runs/{name", "not a valid folder template"),
+    ("runs/{name.__class__}", "unknown field {name.__class__}"), ("runs/{seed[0]}", "unknown field {seed[0]}"),
+])
+def test_output_dir_templates_fill_only_name_and_seed(tmp_path, capsys, template, needle):
+    code, out = _run(capsys, "distill", _config(tmp_path), f"output_dir={template}")
+    assert code == 2 and needle in _one_line_error(out)
+
+
+def test_compare_refuses_to_replace_an_earlier_comparison(tmp_path, capsys):
+    from support import tree_digest
+
+    args = ["compare", _config(tmp_path), "--seeds", "1", "--methods", "ce", "--out", tmp_path / "cmp",
+            "train.epochs=1", f"teacher.store_dir={tmp_path / 't'}", "teacher.recipe.train.epochs=1"]
+    assert _run(capsys, *args)[0] == 0
+    before = tree_digest(tmp_path / "cmp")
+    code, out = _run(capsys, *args)
+    assert code == 2 and "--overwrite" in _one_line_error(out) and tree_digest(tmp_path / "cmp") == before
+    code, out = _run(capsys, "compare", _config(tmp_path), "--methods", ",")
+    assert code == 2 and "--methods names no method" in _one_line_error(out)

@@ -37,7 +37,6 @@ class Alternating(Method):
 
     def on_epoch_start(self, ctx: StepContext) -> None:
         self.epochs_started += 1
-        self._val = iter(ctx.loader("val").epoch(ctx.epoch))
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         weights = 2 * torch.sigmoid(self.class_logit)
@@ -49,11 +48,7 @@ class Alternating(Method):
             ctx.optimize(loss, ["student"])
             return StepOutput(terms={"ce": loss}, logits=logits)
         self.phases.append("w")
-        try:
-            val = next(self._val)
-        except StopIteration:
-            self._val = iter(ctx.loader("val").epoch(ctx.epoch))
-            val = next(self._val)
+        val = ctx.next_batch("val")  # an endless stream whose position the engine checkpoints
         with torch.no_grad():
             val_logits = val.forward(self.student)
         loss = (F.cross_entropy(val_logits, val.y, reduction="none") * weights[val.y]).mean() + weights.var()
@@ -68,7 +63,7 @@ class Alternating(Method):
         self.epochs_started = int(state["epochs_started"])
 
 
-def trainer(run_dir: str, epochs: int = 4, callbacks: tuple = ()) -> Trainer:
+def trainer(run_dir: str, epochs: int = 4, callbacks: tuple = (), checkpoint_steps: int | None = None) -> Trainer:
     """The same trainer in any process: digits, an MLP with dropout, mixup and flip on (RNG streams in use)."""
     from kdforge.config.schema import AugmentConfig
 
@@ -77,7 +72,8 @@ def trainer(run_dir: str, epochs: int = 4, callbacks: tuple = ()) -> Trainer:
     student = models.build(ModelConfig(name="mlp", params={"hidden": [32], "dropout": 0.2}), bundle.spec)
     method = Alternating(student, MethodParams(), Setup.for_data(bundle.spec, bundle.train))
     recipe = RecipeConfig(seed=0, optim=OptimConfig(name="sgd", lr=0.05), schedule=ScheduleConfig(name="cosine"),
-                          train=TrainConfig(epochs=epochs, progress=False, tensorboard=False))
+                          train=TrainConfig(epochs=epochs, progress=False, tensorboard=False,
+                                            checkpoint_steps=checkpoint_steps))
     return Trainer(method, bundle, recipe, run_dir, batch_size=64, augment=AugmentConfig(mixup_alpha=0.3),
                    callbacks=callbacks)
 

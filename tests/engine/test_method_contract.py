@@ -64,3 +64,40 @@ def test_engine_imports_no_method_and_no_loss():
             "'kdforge.losses', 'kdforge.teachers', 'kdforge.api'))]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+class StopAtStep:
+    """Wraps a method's training_step to crash after global step `n` (mid-epoch), as a kill would."""
+
+    def __init__(self, method, n):
+        self.inner, self.n = method.training_step, n
+        method.training_step = self
+
+    def __call__(self, batch, ctx):
+        if ctx.step == self.n:
+            raise Stop
+        return self.inner(batch, ctx)
+
+
+def test_mid_epoch_checkpoint_resumes_bit_identical(tmp_path):
+    full = trainer(str(tmp_path / "full"), checkpoint_steps=4)
+    full_result = full.fit()
+    cut = trainer(str(tmp_path / "cut"), checkpoint_steps=4)
+    per_epoch = cut.plan.steps_per_epoch  # checkpoints every 4 global steps, inside epochs too
+    crash = per_epoch + 10  # dies in epoch 1 after 10 of its batches
+    StopAtStep(cut.method, crash)
+    with pytest.raises(Stop):
+        cut.fit()
+    latest = latest_checkpoint(tmp_path / "cut" / "checkpoints")
+    state = load_checkpoint(latest).state
+    saved = crash - crash % 4
+    assert latest.name == f"epoch_0001_batch_{saved - per_epoch:06d}"
+    assert state["step"] == saved and state["batch"] == saved - per_epoch > 0
+    assert state["streams"]["val"][1] > 0  # the method's val stream position is in the checkpoint
+    resumed = trainer(str(tmp_path / "cut"), checkpoint_steps=4)
+    result = resumed.fit(resume=True)
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.method.phases == full.method.phases and resumed.method.epochs_started == 4
+    assert result.history[0] == full_result.history[1]  # the resumed epoch's record, running sums included
+    assert result.test == full_result.test

@@ -59,7 +59,8 @@ def describe_errors(err: ValidationError, key_path: str = "") -> str:
         path = ".".join(p for p in (key_path, loc) if p) or "config"
         got = e.get("input")
         shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
-        clauses.append(f"{path}: {e['msg']}{shown}")
+        message = e["msg"].removeprefix("Value error, ")  # pydantic's wording for a validator's ValueError
+        clauses.append(f"{path}: {message}{shown}")
     return "; ".join(clauses)
 
 

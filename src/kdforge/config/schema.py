@@ -1,9 +1,10 @@
 """The experiment schema: one frozen pydantic model per YAML section; unknown keys are errors."""
 from __future__ import annotations
 
+from string import Formatter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -63,6 +64,8 @@ class TrainConfig(StrictModel):
     eval_every: int = Field(1, gt=0, description="evaluate on validation every N epochs")
     log_every: int = Field(50, gt=0, description="log the running loss every N steps")
     checkpoint_every: int = Field(1, gt=0, description="write a resumable checkpoint every N epochs")
+    checkpoint_steps: int | None = Field(None, gt=0, description="also checkpoint every N steps within epochs, so a "
+                                         "kill loses at most N steps; None = at epoch ends only")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     progress: bool = Field(True, description="show a rich progress bar")
     tensorboard: bool = Field(True, description="mirror logged scalars to TensorBoard (tb/ in the run folder)")
@@ -97,6 +100,9 @@ class MethodConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+OUTPUT_DIR_FIELDS = ("name", "seed")
+
+
 class ExperimentConfig(StrictModel):
     name: str = "experiment"
     seed: int = 0
@@ -108,6 +114,19 @@ class ExperimentConfig(StrictModel):
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_fields(cls, value: str) -> str:
+        """Only {name} and {seed} may be filled in: no other keys, and no attribute or index access."""
+        try:
+            fields = [f for _, f, _, _ in Formatter().parse(value) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"not a valid folder template ({e}); use {{name}} and {{seed}}, or {{{{ }}}} for braces")
+        bad = [f for f in fields if f not in OUTPUT_DIR_FIELDS]
+        if bad:
+            raise ValueError(f"unknown field {{{bad[0]}}}; only {{name}} and {{seed}} are filled in")
+        return value
 
     @property
     def run_dir(self) -> str:

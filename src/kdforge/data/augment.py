@@ -55,7 +55,7 @@ def augment(
     return replay(x, params), mixed_target(y, params, num_classes), params
 
 
-def draw(cfg: AugmentConfig, shape: torch.Size, gen: torch.Generator) -> dict[str, Tensor]:
+def draw(cfg: AugmentConfig, shape: tuple[int, ...], gen: torch.Generator) -> dict[str, Tensor]:
     """All random choices for a batch of `shape`, in a fixed order from `gen`."""
     batch = shape[0]
     params: dict[str, Tensor] = {}

@@ -54,18 +54,27 @@ class BatchIterator:
         n = len(self.split)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def epoch(self, e: int) -> Iterator[Batch]:
-        """The batches of epoch `e`; `Batch.index` holds each sample's position in the split."""
+    def epoch(self, e: int, start: int = 0) -> Iterator[Batch]:
+        """The batches of epoch `e` from its `start`-th on; `Batch.index` holds each sample's position in the split.
+
+        Skipped batches still draw their augmentation parameters (and nothing else), so batch `start` onward is
+        exactly what an epoch read from its beginning yields: a run resumed mid-epoch continues bit for bit.
+        """
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, e))
         n = len(self.split)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start : start + self.batch_size]
-            if self.split.graph is not None or not self.augment_on:
+        augmenting = self.split.graph is None and self.augment_on
+        for j, first in enumerate(range(0, len(self) * self.batch_size, self.batch_size)):
+            index = order[first : first + self.batch_size]
+            params = aug.draw(self.augment, (len(index), *self.split.x.shape[1:]), gen) if augmenting else {}
+            if j < start:
+                continue
+            if not augmenting:
                 yield self.split.batch(index, split=self.name)
                 continue
             y = None if self.split.y is None else self.split.y.index_select(0, index)
-            x, target, params = aug.augment(self.split.x.index_select(0, index), y, self.augment, self.num_classes, gen)
+            x = aug.replay(self.split.x.index_select(0, index), params)
+            target = aug.mixed_target(y, params, self.num_classes)
             yield self.split.batch(index, x=x, target=target, params=params, split=self.name)
 
     @property

@@ -88,6 +88,8 @@ class StepContext:
     step: int = 0  # optimizer-independent global step: training batches completed before this one
     batch_index: int = 0  # position of the current batch in its epoch
     _loaders: dict[str, BatchIterator] = field(default_factory=dict, repr=False)
+    streams: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (pass, next batch); checkpointed
+    _iters: dict[str, Iterator[Batch]] = field(default_factory=dict, repr=False)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -119,6 +121,25 @@ class StepContext:
             self._loaders[split] = BatchIterator(part, self.batch_size, self.data.spec.num_classes, self.augment,
                                                  seed=hash_seed(self.recipe.seed, split), name=split)
         return self._loaders[split]
+
+    def next_batch(self, split: str) -> Batch:
+        """The next batch of an endless, seeded stream over `split` (e.g. validation batches for a meta step, or
+        unlabeled ones), on the run's device. The engine checkpoints each stream's position, so a run resumed
+        anywhere, mid-epoch included, draws the same batches as one that never stopped."""
+        loader = self.loader(split)
+        n_pass, pos = self.streams.get(split, (0, 0))
+        if pos >= len(loader):
+            n_pass, pos = n_pass + 1, 0
+            self._iters.pop(split, None)
+        if split not in self._iters:
+            self._iters[split] = loader.epoch(n_pass, start=pos)
+        batch = next(self._iters[split])
+        self.streams[split] = (n_pass, pos + 1)
+        return batch.to(self.runtime.device)
+
+    def restore_streams(self, streams: dict[str, Any]) -> None:
+        self.streams = {k: (int(v[0]), int(v[1])) for k, v in streams.items()}
+        self._iters.clear()
 
     def log(self, **values: float) -> None:
         """Extra scalars of the method, written beside the engine's step records (main process only)."""

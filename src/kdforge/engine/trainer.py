@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,9 @@ from torch import Tensor
 
 from kdforge.config.schema import AugmentConfig, RecipeConfig
 from kdforge.data import BatchIterator, DataBundle, Split
-from kdforge.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from kdforge.engine.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from kdforge.engine.contract import Plan, StepContext, StepOutput, TrainMethod
+from kdforge.engine.lock import RunLock
 from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.metrics import evaluate
 from kdforge.engine.runtime import Runtime
@@ -99,10 +101,23 @@ class Trainer:
         self.optimizers = method.configure_optimizers(self.plan)
         self.ctx = StepContext(plan=self.plan, data=data, runtime=self.runtime, optimizers=self.optimizers,
                                augment=augment, batch_size=batch_size)
+        self._position: tuple[int, int, int, int | None, dict[str, Any] | None] | None = None
 
     # ---- public -------------------------------------------------------------------------------------------
+    def prepare(self, resume: bool = False, overwrite: bool = False) -> None:
+        """Check the run folder and load the checkpoint to resume from, before anything is written: a folder that
+        holds another run is refused here, so a caller may write its own files (config.yaml) only after this."""
+        self._position = self._start(resume, overwrite)
+
     def fit(self, resume: bool = False, overwrite: bool = False) -> FitResult:
-        start_epoch, step, resumed = self._start(resume, overwrite)
+        """Train to the end (from a checkpoint when resuming). Holds the run folder's lock throughout."""
+        with RunLock(self.run_dir) if self.runtime.is_main else nullcontext():
+            if self._position is None:
+                self.prepare(resume, overwrite)
+            return self._fit(*self._position)
+
+    def _fit(self, start_epoch: int, start_batch: int, step: int, resumed: int | None,
+             acc: dict[str, Any] | None) -> FitResult:
         logger = RunLogger(self.run_dir, tensorboard=self.cfg.tensorboard) if self.runtime.is_main else None
         self.ctx.logger = logger
         history: list[dict[str, Any]] = []
@@ -110,10 +125,11 @@ class Trainer:
         t0 = time.perf_counter()
         try:
             with make_progress(self.cfg.progress and self.runtime.is_main) as progress:
-                task = progress.add_task(self.label, total=self.plan.total_steps,
-                                         completed=start_epoch * self.plan.steps_per_epoch, status="")
+                task = progress.add_task(self.label, total=self.plan.total_steps, completed=step, status="")
                 for epoch in range(start_epoch, self.cfg.epochs):
-                    record, step = self.train_epoch(epoch, step, logger, lambda: progress.advance(task))
+                    record, step = self.train_epoch(epoch, step, logger, lambda: progress.advance(task),
+                                                    start_batch=start_batch if epoch == start_epoch else 0,
+                                                    acc=acc if epoch == start_epoch else None)
                     last = epoch + 1 == self.cfg.epochs
                     if (epoch + 1) % self.cfg.eval_every == 0 or last:
                         val = self._evaluate("val")
@@ -140,20 +156,21 @@ class Trainer:
 
     # ---- the hot loop -------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int, step: int, logger: RunLogger | None,
-                    advance: Callable[[], None] = lambda: None) -> tuple[dict[str, Any], int]:
+                    advance: Callable[[], None] = lambda: None, start_batch: int = 0,
+                    acc: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
+        """One epoch from batch `start_batch` on; `acc` holds the epoch's running sums when it resumes mid-way
+        (then `on_epoch_start` already ran before the checkpoint and is not run again)."""
         ctx, method = self.ctx, self.method
         ctx.epoch = epoch
         method.train()
-        method.on_epoch_start(ctx)
-        sums: dict[str, Tensor] = {}
-        counts: dict[str, int] = {}  # steps that reported each value: alternating phases report different terms
-        loss_names: dict[str, None] = {}  # ordered set of the loss terms' names
-        device = self.runtime.device
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        labeled = torch.zeros((), dtype=torch.long, device=device)
-        for i, batch in enumerate(self.loader.epoch(epoch)):
+        acc = acc or _fresh_acc(self.runtime.device)
+        if start_batch == 0:
+            method.on_epoch_start(ctx)
+        sums, counts, loss_names = acc["sums"], acc["counts"], acc["loss_names"]
+        every = self.cfg.checkpoint_steps
+        for i, batch in enumerate(self.loader.epoch(epoch, start=start_batch), start=start_batch):
             ctx.step, ctx.batch_index = step, i
-            batch = batch.to(device)
+            batch = batch.to(self.runtime.device)
             out = method.training_step(batch, ctx)
             loss = _total(out.terms)
             if not torch.isfinite(loss):
@@ -164,15 +181,17 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value.detach()
                 counts[name] = counts.get(name, 0) + 1
             if out.logits is not None and batch.y is not None:
-                correct += out.logits.detach().argmax(-1).eq(batch.y).sum()
-                labeled += batch.y.shape[0]
+                acc["correct"] += out.logits.detach().argmax(-1).eq(batch.y).sum()
+                acc["labeled"] += batch.y.shape[0]
             advance()
             if logger is not None and step % self.cfg.log_every == 0:
                 logger.log("step", step, epoch=epoch, loss=float(loss.detach()), lr=self._lr(),
                            **{k: float(v.detach()) for k, v in out.terms.items()})
+            if every is not None and step % every == 0 and i + 1 < self.plan.steps_per_epoch:
+                self._save(epoch, step, batch=i + 1, acc=acc)
         method.on_epoch_end(ctx)
         record: dict[str, Any] = {"epoch": epoch, **self._epoch_means(sums, counts, loss_names)}
-        hits = self.runtime.all_reduce(torch.stack([correct, labeled]))
+        hits = self.runtime.all_reduce(torch.stack([acc["correct"], acc["labeled"]]))
         if int(hits[1]):
             record["train_top1"] = int(hits[0]) / int(hits[1])
         record["lr"] = self._lr()
@@ -211,8 +230,10 @@ class Trainer:
                                 extra=None if self.extra_metrics is None else lambda lg: self.extra_metrics(split, lg)))
 
     # ---- state ---------------------------------------------------------------------------------------------
-    def _start(self, resume: bool, overwrite: bool) -> tuple[int, int, int | None]:
-        """Load the latest checkpoint when resuming; refuse to silently overwrite an earlier run's checkpoints."""
+    def _start(self, resume: bool, overwrite: bool) -> tuple[int, int, int, int | None, dict[str, Any] | None]:
+        """Where training starts: (epoch, batch within it, global step, resumed-from epoch, epoch sums).
+
+        Loads the latest checkpoint when resuming; refuses to silently overwrite an earlier run's checkpoints."""
         latest = latest_checkpoint(self.ckpt_dir)
         if resume and latest is not None:
             return self._load(latest)
@@ -226,19 +247,24 @@ class Trainer:
             shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
         self.runtime.barrier()
         seed_everything(self.recipe.seed + 1)  # distinct stream from model init, same on every fresh start
-        return 0, 0, None
+        return 0, 0, 0, None, None
 
-    def _save(self, epoch: int, step: int) -> None:
+    def _save(self, epoch: int, step: int, batch: int | None = None, acc: dict[str, Any] | None = None) -> None:
+        """A checkpoint at the end of `epoch` or, with `batch`, after that many of its batches (then the epoch's
+        running sums `acc` are saved too, so the epoch's record comes out the same after a resume)."""
         if self.runtime.is_main:
-            state = {"epoch": epoch, "step": step, "rng": rng_state(), "method": self.method.extra_state(),
+            state = {"epoch": epoch, "batch": batch, "step": step, "rng": rng_state(),
+                     "method": self.method.extra_state(), "streams": dict(self.ctx.streams),
                      "optimizers": {n: o.optimizer.state_dict() for n, o in self.optimizers.items()},
                      "optimizer_types": {n: type(o.optimizer).__name__ for n, o in self.optimizers.items()},
                      "schedulers": {n: o.scheduler.state_dict() for n, o in self.optimizers.items()
                                     if o.scheduler is not None}}
-            save_checkpoint(self.ckpt_dir, epoch, self.method.trainable(), state)
+            if acc is not None:
+                state["epoch_acc"] = {**acc, "loss_names": list(acc["loss_names"])}
+            save_checkpoint(self.ckpt_dir, checkpoint_name(epoch, batch), self.method.trainable(), state)
         self.runtime.barrier()
 
-    def _load(self, path: Path) -> tuple[int, int, int]:
+    def _load(self, path: Path) -> tuple[int, int, int, int, dict[str, Any] | None]:
         ckpt = load_checkpoint(path)
         try:
             self.method.trainable().load_state_dict(ckpt.weights)
@@ -250,14 +276,24 @@ class Trainer:
                 if opt.scheduler is not None:
                     opt.scheduler.load_state_dict(ckpt.state["schedulers"][name])
             self.method.load_extra_state(ckpt.state.get("method", {}))
+            self.ctx.restore_streams(ckpt.state.get("streams", {}))
             set_rng_state(ckpt.state["rng"])
-            epoch = int(ckpt.state["epoch"])
-            step = int(ckpt.state["step"])
+            epoch, step, batch = int(ckpt.state["epoch"]), int(ckpt.state["step"]), ckpt.state.get("batch")
+            acc = ckpt.state.get("epoch_acc")
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise CheckpointError(f"{path} does not fit this run ({_first_line(err)}): the model, method or "
                                   "optimizers changed since it was written; start again with --overwrite or "
                                   "use another output_dir") from None
-        return epoch + 1, step, epoch
+        if batch is None:
+            return epoch + 1, 0, step, epoch, None
+        acc = {**acc, "loss_names": dict.fromkeys(acc["loss_names"])}
+        return epoch, int(batch), step, epoch, acc
+
+
+def _fresh_acc(device: torch.device) -> dict[str, Any]:
+    """An epoch's running sums: per-name loss/metric sums and step counts, loss-term names, train hits."""
+    return {"sums": {}, "counts": {}, "loss_names": {}, "correct": torch.zeros((), dtype=torch.long, device=device),
+            "labeled": torch.zeros((), dtype=torch.long, device=device)}
 
 
 def _total(terms: dict[str, Tensor]) -> Tensor:

@@ -1,0 +1,82 @@
+"""One run per folder: a lock file naming the owner (pid, host), taken over when its owner is gone.
+
+Two processes writing the same run folder would interleave checkpoints and logs; the second one is refused with a
+message naming the first. A lock left by a killed process on this host is taken over with a warning (its pid is
+no longer alive). The lock is reentrant within a process, so the API can hold it around the engine's own use.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from kdforge.errors import ConfigError
+
+LOCK = ".lock"
+_HELD: dict[Path, int] = {}  # lock files this process holds -> nesting depth
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK
+
+    def __enter__(self) -> "RunLock":
+        key = self.path.resolve()
+        if key in _HELD:
+            _HELD[key] += 1
+            return self
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while not self._create(owner):
+                self._refuse_or_take_over()
+        except OSError as e:  # a parent that is a file, a read-only or full disk, no permission
+            raise ConfigError(f"cannot write the run folder {self.path.parent} ({e.strerror or e}); choose another "
+                              "output folder (output_dir) or fix its permissions") from None
+        _HELD[key] = 1
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        key = self.path.resolve()
+        _HELD[key] -= 1
+        if _HELD[key] == 0:
+            del _HELD[key]
+            self.path.unlink(missing_ok=True)
+
+    def _create(self, owner: dict[str, object]) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(owner, f)
+        return True
+
+    def _refuse_or_take_over(self) -> None:
+        try:
+            owner = json.loads(self.path.read_text())
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            owner, pid, host = {}, -1, socket.gethostname()  # unreadable: a writer died mid-write
+        if host == socket.gethostname() and not _alive(pid):
+            print(f"warning: taking over the stale lock {self.path} of process {pid}, which is gone",
+                  file=sys.stderr)
+            self.path.unlink(missing_ok=True)
+            return
+        raise ConfigError(f"{self.path.parent} is in use by process {pid} on {host} (since "
+                          f"{owner.get('since', '?')}); wait for it to finish, use another output folder, or delete "
+                          f"{self.path} if that process is gone")
