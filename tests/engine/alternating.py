@@ -78,11 +78,12 @@ def trainer(run_dir: str, epochs: int = 4, callbacks: tuple = (), checkpoint_ste
                    callbacks=callbacks)
 
 
-if __name__ == "__main__":  # python alternating.py RUN_DIR EPOCHS [--resume] [--slow]: a separate process
+if __name__ == "__main__":  # python alternating.py RUN_DIR EPOCHS [--resume] [--slow] [--every N]: a new process
     import sys
     import time
 
     slow = (lambda epoch, record: time.sleep(0.3),) if "--slow" in sys.argv else ()
-    t = trainer(sys.argv[1], int(sys.argv[2]), callbacks=slow)
+    every = int(sys.argv[sys.argv.index("--every") + 1]) if "--every" in sys.argv else None
+    t = trainer(sys.argv[1], int(sys.argv[2]), callbacks=slow, checkpoint_steps=every)
     t.fit(resume="--resume" in sys.argv)
     torch.save({k: v.clone() for k, v in t.method.trainable().state_dict().items()}, f"{sys.argv[1]}/final.pt")

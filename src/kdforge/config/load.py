@@ -19,7 +19,11 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); give the experiment's YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror}); check the path and its permissions") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({_one_line(err)})") from None
     if not isinstance(data, dict):

@@ -58,7 +58,7 @@ class ScheduleConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    epochs: int = Field(10, gt=0)
+    epochs: int = Field(10, gt=0, le=1_000_000, description="number of epochs (at most a million: larger is a typo)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0, description="max global grad norm; None = off")
     eval_every: int = Field(1, gt=0, description="evaluate on validation every N epochs")

@@ -261,7 +261,13 @@ class Trainer:
                                     if o.scheduler is not None}}
             if acc is not None:
                 state["epoch_acc"] = {**acc, "loss_names": list(acc["loss_names"])}
-            save_checkpoint(self.ckpt_dir, checkpoint_name(epoch, batch), self.method.trainable(), state)
+            try:
+                save_checkpoint(self.ckpt_dir, checkpoint_name(epoch, batch), self.method.trainable(), state)
+            except OSError as e:  # disk full, quota, permissions: say so in one line, keep what was there
+                last = latest_checkpoint(self.ckpt_dir)
+                kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written"
+                raise CheckpointError(f"could not write a checkpoint to {self.ckpt_dir} ({e.strerror or e}); {kept};"
+                                      " free space or choose another output folder, then --resume") from None
         self.runtime.barrier()
 
     def _load(self, path: Path) -> tuple[int, int, int, int, dict[str, Any] | None]:

@@ -21,7 +21,7 @@ Loaded = tuple[DataSpec, Split, Split]
 class SourceParams(BaseModel):
     """Options of a source, read from `data.params`. Sources with options subclass it; unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
