@@ -258,4 +258,10 @@ def as_split(source: Split | tuple[Tensor, Tensor] | Dataset) -> Split:
         y = torch.as_tensor([int(item[1]) for item in items])
     else:
         raise ConfigError(f"data must be a Split, an (x, y) pair of tensors or a Dataset, not {type(source).__name__}")
-    return Split(x=torch.as_tensor(x).float(), y=torch.as_tensor(y).long())
+    x, y = torch.as_tensor(x), torch.as_tensor(y).long()
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise ConfigError("data given to distill() holds NaN or infinite input values; clean them first")
+    if len(x) != len(y) or len(x) == 0:
+        raise ConfigError(f"data given to distill() has {len(x)} inputs and {len(y)} labels; give one label per "
+                          "input, and at least one")
+    return Split(x=x if x.dtype == torch.long else x.float(), y=y)  # int64 inputs are token ids: kept

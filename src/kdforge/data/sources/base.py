@@ -70,6 +70,12 @@ def finish(name: str, train: Split, test: Split, num_classes: int) -> Loaded:
     input scale of a saved model does not depend on val_fraction, subsets or seeds.
     """
     x_train, x_test = (s.x.to(torch.float32, memory_format=torch.contiguous_format, copy=True) for s in (train, test))
+    for part, x in (("train", x_train), ("test", x_test)):
+        if len(x) == 0:
+            raise DataError(f"data set {name!r}: its {part} split is empty; check the data files")
+        if not torch.isfinite(x).all():
+            raise DataError(f"data set {name!r}: its {part} split holds NaN or infinite input values; "
+                            "fix or re-create the data files")
     mean, std = _channel_stats(x_train)
     for x in (x_train, x_test):
         x.sub_(mean).div_(std)  # in place: CIFAR-10 as float32 is 0.7 GB
