@@ -39,16 +39,24 @@ EXAMPLE_SAMPLES = 8  # training samples a method's dry forwards see while it is 
 @dataclass(frozen=True)
 class Setup:
     """What a method may look at while it is built: the data's spec, a few training samples (dry forwards learn
-    feature shapes from them, so connectors exist before the optimizer) and the run's label smoothing."""
+    feature shapes from them, so connectors exist before the optimizer) and the run's label smoothing.
+
+    `train_size` and `train_labels` describe the whole training split, whose positions are `Batch.index`: methods
+    with a per-sample memory over it (CRD's memory bank and its other-class negatives) size and fill it from them.
+    `train_size` is 0 and `train_labels` None when the Setup was built by hand without them.
+    """
 
     spec: DataSpec
     example: Batch
     label_smoothing: float = 0.0
+    train_size: int = 0
+    train_labels: Tensor | None = None  # the training split's int64 labels [train_size]; None when unlabeled
 
     @classmethod
     def for_data(cls, spec: DataSpec, train: Split, label_smoothing: float = 0.0) -> "Setup":
-        """The spec and the first `EXAMPLE_SAMPLES` samples of the training split."""
-        return cls(spec, train.batch(torch.arange(min(EXAMPLE_SAMPLES, len(train)))), label_smoothing)
+        """The spec, the first `EXAMPLE_SAMPLES` samples of the training split, its size and its labels."""
+        return cls(spec, train.batch(torch.arange(min(EXAMPLE_SAMPLES, len(train)))), label_smoothing,
+                   train_size=len(train), train_labels=train.y)
 
 
 class Method(nn.Module):
