@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from kdforge.data.types import Batch, DataSpec, Split
 from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.engine.optim import build_optimizer, build_scheduler
-from kdforge.losses import hard_cross_entropy
+from kdforge.errors import at_key
+from kdforge.losses import hard_cross_entropy, kd_loss
 from kdforge.models.taps import Taps
 from kdforge.teachers.base import TeacherOutput, TeacherSource
 
@@ -154,6 +155,30 @@ class Method(nn.Module):
         with taps.capture() as features:
             logits = batch.forward(self.student)
         return logits, {k: batch.rows(v) for k, v in features.items()}
+
+    def tap_layers(self, student_paths: list[str], teacher_paths: list[str], student_key: str,
+                   teacher_key: str) -> tuple[Taps, list[tuple[int, ...]], list[tuple[int, ...]]]:
+        """Taps on the student at `student_paths`, the teacher tapped at `teacher_paths`, and each feature's shape
+        (without the batch dim, in the order given) from dry forwards on `setup.example`, so connectors can be
+        built before the optimizer. Path errors are prefixed with `student_key` / `teacher_key` (config keys)."""
+        with at_key(student_key):
+            taps = Taps(self.student, student_paths)
+            s_shapes = taps.shapes(self.setup.example)
+        with at_key(teacher_key):
+            self.teacher.tap(teacher_paths)  # type: ignore[union-attr]
+            t_features = self.teacher_outputs(self.setup.example).features
+        return taps, [s_shapes[p] for p in student_paths], [tuple(t_features[p].shape[1:]) for p in teacher_paths]
+
+    def logit_terms(self, logits: Tensor, batch: Batch, ce_weight: float, kd_weight: float = 0.0,
+                    teacher_logits: Tensor | None = None, temperature: float = 4.0) -> dict[str, Tensor]:
+        """{"ce": ce_weight * CE} plus {"kd": kd_weight * kd_loss at `temperature`} when kd_weight > 0: the logit
+        terms a feature method combines with its own (RepDistiller's -r / -a weights)."""
+        terms = {"ce": ce_weight * self.hard_loss(logits, batch)}
+        if kd_weight > 0:
+            if teacher_logits is None:
+                raise ValueError("logit_terms: kd_weight > 0 needs the teacher's logits")
+            terms["kd"] = kd_weight * kd_loss(logits, teacher_logits, temperature)
+        return terms
 
     def student_and_teacher(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Student logits (with grad) and teacher logits (without) on the same view of the batch."""
