@@ -13,7 +13,7 @@ from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext, hash_seed
 from kdforge.errors import ConfigError, at_key
 from kdforge.losses import crd_nce_loss, crd_scores
-from kdforge.methods.base import Method, MethodParams, Setup
+from kdforge.methods.base import LogitTermParams, Method, MethodParams, Setup
 from kdforge.methods.connectors import Embed
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
@@ -21,7 +21,7 @@ from kdforge.teachers.base import TeacherSource
 Negatives = Literal["other_class", "uniform"]
 
 
-class CRDParams(MethodParams):
+class CRDParams(LogitTermParams):
     # Defaults are RepDistiller's CRD run (scripts/run_cifar_distill.sh L29 @b84f547: -r 1 -a 0 -b 0.8) and its
     # NCE flags (train_student.py L81-85: feat_dim 128, mode exact, nce_k 16384, nce_t 0.07, nce_m 0.5); mdistiller
     # uses the same (engine/cfg.py L134-147 @a08d46f).
@@ -35,9 +35,6 @@ class CRDParams(MethodParams):
     negatives: Negatives = Field("other_class", description="other_class: uniform over training samples of other "
                                  "classes (RepDistiller's sampling dataset); uniform: over all training samples "
                                  "(its ContrastMemory's AliasMethod fallback)")
-    ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label CE")
-    kd_weight: float = Field(0.0, ge=0, description="weight of T^2 * KL to the teacher (RepDistiller's alpha)")
-    temperature: float = Field(4.0, gt=0, description="softmax temperature of the KD term")
 
 
 class ContrastMemory(nn.Module):
@@ -150,7 +147,7 @@ class CRD(Method):
         teacher = self.teacher_outputs(batch)
         out_s, out_t = self.memory(self.embed_s(features[p.student_layer]),
                                    self.embed_t(teacher.features[p.teacher_layer]), batch.index)
-        terms = self.logit_terms(logits, batch, p.ce_weight, p.kd_weight, teacher.logits, p.temperature)
+        terms = self.logit_terms(logits, batch, p, teacher.logits)
         terms["crd"] = p.crd_weight * (crd_nce_loss(out_s, self.memory.n_data) + crd_nce_loss(out_t, self.memory.n_data))
         return logits, terms
 

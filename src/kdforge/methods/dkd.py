@@ -9,19 +9,17 @@ from torch import Tensor
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.losses import dkd_loss
-from kdforge.methods.base import Method, MethodParams
+from kdforge.methods.base import LogitTermParams, Method, MethodParams
 from kdforge.registry import METHODS
 
 
-class DKDParams(MethodParams):
+class DKDParams(LogitTermParams):
     # Defaults are mdistiller's (mdistiller/engine/cfg.py L161-167 @a08d46f: CE_WEIGHT 1, ALPHA 1, BETA 8, T 4,
     # WARMUP 20), the CIFAR-100 setting of its configs/cifar100/dkd/*.yaml.
     alpha: float = Field(1.0, ge=0, description="weight of TCKD (target vs non-target binary KD)")
     beta: float = Field(8.0, ge=0, description="weight of NCKD (KD among the non-target classes)")
     temperature: float = Field(4.0, gt=0, description="softmax temperature of DKD (and of the KD term)")
     warmup: int = Field(20, ge=0, description="epochs over which the DKD weight ramps linearly to 1 (0: none)")
-    ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label CE")
-    kd_weight: float = Field(0.0, ge=0, description="weight of an added classical T^2 * KL term (0: none)")
 
 
 @METHODS.register("dkd")
@@ -48,7 +46,7 @@ class DKD(Method):
         logits, teacher_logits = self.student_and_teacher(batch)
         labels = batch.labels
         target = labels.argmax(dim=1) if labels.is_floating_point() else labels
-        terms = self.logit_terms(logits, batch, p.ce_weight, p.kd_weight, teacher_logits, p.temperature)
+        terms = self.logit_terms(logits, batch, p, teacher_logits)
         terms["dkd"] = self.warmup_weight(ctx) * dkd_loss(logits, teacher_logits, target, p.alpha, p.beta,
                                                           p.temperature)
         return logits, terms

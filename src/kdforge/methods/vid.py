@@ -13,12 +13,12 @@ from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.errors import at_key
 from kdforge.losses import vid_log_scale_init, vid_nll, vid_variance
-from kdforge.methods.base import Method, MethodParams, Setup
+from kdforge.methods.base import LogitTermParams, Method, MethodParams, Setup
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
 
 
-class VIDParams(MethodParams):
+class VIDParams(LogitTermParams):
     # Defaults are RepDistiller's VID run (scripts/run_cifar_distill.sh L15 @b84f547: -r 1 -a 0 -b 1) and VIDLoss's
     # init_pred_var=5.0, eps=1e-5 (distiller_zoo/VID.py L16-17), as mdistiller's cfg.py L125-131 @a08d46f.
     student_layers: list[str] = Field(min_length=1, description="module paths of the student's layers, e.g. "
@@ -27,9 +27,6 @@ class VIDParams(MethodParams):
     vid_weight: float = Field(1.0, ge=0, description="weight of the summed VID losses (RepDistiller's beta)")
     init_pred_var: float = Field(5.0, gt=0, description="initial variance of every channel")
     eps: float = Field(1e-5, gt=0, description="added to the softplus variance")
-    ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label CE")
-    kd_weight: float = Field(0.0, ge=0, description="weight of T^2 * KL to the teacher (RepDistiller's alpha)")
-    temperature: float = Field(4.0, gt=0, description="softmax temperature of the KD term")
 
     @model_validator(mode="after")
     def _paired(self) -> "VIDParams":
@@ -104,6 +101,6 @@ class VID(Method):
         teacher = self.teacher_outputs(batch)
         vid = sum(vid_nll(*reg(features[s], teacher.features[t]))
                   for reg, s, t in zip(self.regressors, p.student_layers, p.teacher_layers))
-        terms = self.logit_terms(logits, batch, p.ce_weight, p.kd_weight, teacher.logits, p.temperature)
+        terms = self.logit_terms(logits, batch, p, teacher.logits)
         terms["vid"] = p.vid_weight * vid  # type: ignore[operator]
         return logits, terms
