@@ -47,3 +47,16 @@ def connector(s_shape: tuple[int, ...], t_shape: tuple[int, ...]) -> nn.Module:
     if len(s_shape) in (2, 3):
         return ConvReg(s_shape, t_shape)
     raise ValueError(f"no connector for features of shape {s_shape}")
+
+
+class Embed(nn.Module):
+    """RepDistiller's CRD `Embed` (crd/criterion.py L79-102 @b84f547): flatten, Linear to `dim_out`, L2-normalize
+    each row (x / ||x||_2, no epsilon, as the official `Normalize`)."""
+
+    def __init__(self, dim_in: int, dim_out: int = 128) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim_in, dim_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.linear(x.reshape(x.shape[0], -1))
+        return x / x.pow(2).sum(1, keepdim=True).pow(0.5)

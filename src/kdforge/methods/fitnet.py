@@ -9,24 +9,20 @@ from torch import Tensor, nn
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.errors import at_key
-from kdforge.losses import hint_loss, kd_loss
-from kdforge.methods.base import Method, MethodParams, Setup
+from kdforge.losses import hint_loss
+from kdforge.methods.base import LogitTermParams, Method, MethodParams, Setup
 from kdforge.methods.connectors import connector
-from kdforge.models.taps import Taps
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
 
 
-class FitNetParams(MethodParams):
+class FitNetParams(LogitTermParams):
     # Defaults are RepDistiller's FitNet run (train_student.py --distill hint -r 1 -a 0 -b 100): CE + 100 * hint,
     # trained jointly; the teacher's hint layer is the output of its second stage (hint_layer = 2).
     student_layer: str = Field(description="module path of the student's guided layer, e.g. layer2")
     teacher_layer: str = Field(description="module path of the teacher's hint layer, e.g. layer2")
     hint_weight: float = Field(100.0, ge=0, description="weight of the hint loss (RepDistiller's beta)")
     hint_epochs: int = Field(0, ge=0, description="first epochs trained on the hint loss alone (the paper's stage 1)")
-    ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label CE after the hint epochs")
-    kd_weight: float = Field(0.0, ge=0, description="weight of T^2 * KL to the teacher after the hint epochs")
-    temperature: float = Field(4.0, gt=0, description="softmax temperature of the KD term")
 
 
 @METHODS.register("fitnet")
@@ -44,12 +40,8 @@ class FitNet(Method):
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: FitNetParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
-        with at_key("method.params.student_layer"):
-            self.taps = Taps(student, [params.student_layer])
-            s_shape = self.taps.shapes(setup.example)[params.student_layer]
-        with at_key("method.params.teacher_layer"):
-            self.teacher.tap([params.teacher_layer])  # type: ignore[union-attr]
-            t_shape = tuple(self.teacher_outputs(setup.example).features[params.teacher_layer].shape[1:])
+        self.taps, (s_shape,), (t_shape,) = self.tap_layers(
+            [params.student_layer], [params.teacher_layer], "method.params.student_layer", "method.params.teacher_layer")
         with at_key("method.params"):
             self.connector = connector(s_shape, t_shape)
 
@@ -60,7 +52,5 @@ class FitNet(Method):
         hint = p.hint_weight * hint_loss(self.connector(features[p.student_layer]), teacher.features[p.teacher_layer])
         if ctx is not None and ctx.epoch < p.hint_epochs:
             return logits, {"hint": hint}
-        terms = {"ce": p.ce_weight * self.hard_loss(logits, batch), "hint": hint}
-        if p.kd_weight > 0:
-            terms["kd"] = p.kd_weight * kd_loss(logits, teacher.logits, p.temperature)
-        return logits, terms
+        return logits, {**self.logit_terms(logits, batch, p, teacher.logits),
+                        "hint": hint}
