@@ -30,7 +30,8 @@ def test_builds_each_method_with_validated_params() -> None:
 
 
 def test_unknown_method_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match=r"method\.name: unknown method 'wls'.*allowed: ce, fitnet, kd, wsl"):
+    with pytest.raises(ConfigError,
+                       match=r"method\.name: unknown method 'wls'.*allowed: at, ce, fitnet, kd, nst, pkt, rkd, sp, wsl"):
         validate_params(MethodConfig(name="wls"))
 
 

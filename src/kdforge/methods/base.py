@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from kdforge.data.types import Batch, DataSpec, Split
 from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.engine.optim import build_optimizer, build_scheduler
-from kdforge.losses import hard_cross_entropy
+from kdforge.errors import at_key
+from kdforge.losses import hard_cross_entropy, kd_loss
 from kdforge.models.taps import Taps
 from kdforge.teachers.base import TeacherOutput, TeacherSource
 
@@ -31,6 +32,15 @@ class MethodParams(BaseModel):
     """Hyper-parameters of a method, validated from `method.params`; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class LogitTermParams(MethodParams):
+    """The CE / KD weights a feature method combines its own term with (`Method.logit_terms`); RepDistiller's
+    -r / -a, whose feature-method runs use CE 1 and KD 0."""
+
+    ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label CE")
+    kd_weight: float = Field(0.0, ge=0, description="weight of T^2 * KL to the teacher (RepDistiller's alpha)")
+    temperature: float = Field(4.0, gt=0, description="softmax temperature of the KD term")
 
 
 EXAMPLE_SAMPLES = 8  # training samples a method's dry forwards see while it is built (feature shapes)
@@ -146,6 +156,30 @@ class Method(nn.Module):
         with taps.capture() as features:
             logits = batch.forward(self.student)
         return logits, {k: batch.rows(v) for k, v in features.items()}
+
+    def tap_layers(self, student_paths: list[str], teacher_paths: list[str], student_key: str,
+                   teacher_key: str) -> tuple[Taps, list[tuple[int, ...]], list[tuple[int, ...]]]:
+        """Taps on the student at `student_paths`, the teacher tapped at `teacher_paths`, and each feature's shape
+        (without the batch dim, in the order given) from dry forwards on `setup.example`, so connectors can be
+        built before the optimizer. Path errors are prefixed with `student_key` / `teacher_key` (config keys)."""
+        with at_key(student_key):
+            taps = Taps(self.student, student_paths)
+            s_shapes = taps.shapes(self.setup.example)
+        with at_key(teacher_key):
+            self.teacher.tap(teacher_paths)  # type: ignore[union-attr]
+            t_features = self.teacher_outputs(self.setup.example).features
+        return taps, [s_shapes[p] for p in student_paths], [tuple(t_features[p].shape[1:]) for p in teacher_paths]
+
+    def logit_terms(self, logits: Tensor, batch: Batch, params: LogitTermParams,
+                    teacher_logits: Tensor | None = None) -> dict[str, Tensor]:
+        """{"ce": ce_weight * CE} plus {"kd": kd_weight * kd_loss at the params' temperature} when kd_weight > 0:
+        the logit terms a feature method combines with its own."""
+        terms = {"ce": params.ce_weight * self.hard_loss(logits, batch)}
+        if params.kd_weight > 0:
+            if teacher_logits is None:
+                raise ValueError("logit_terms: kd_weight > 0 needs the teacher's logits")
+            terms["kd"] = params.kd_weight * kd_loss(logits, teacher_logits, params.temperature)
+        return terms
 
     def student_and_teacher(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Student logits (with grad) and teacher logits (without) on the same view of the batch."""
