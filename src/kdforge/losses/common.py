@@ -1,4 +1,5 @@
-"""Shared pieces of logit losses: temperature softmax, KL, soft and hard cross-entropy, written once.
+"""Shared pieces of losses, written once: temperature softmax, KL, soft and hard cross-entropy for logits, and
+the spatial matching of feature maps that AT and NST share.
 
 Logits are [B, C] with classes on dim 1. Nothing here multiplies by T^2: the methods do, as their papers say.
 """
@@ -51,3 +52,24 @@ def hard_cross_entropy(
     F.cross_entropy takes both forms; with a distribution it computes -sum_c y_c log p_c per sample.
     """
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction=reduction)
+
+
+def pool_to_common_size(student_feature: Tensor, teacher_feature: Tensor, loss: str) -> tuple[Tensor, Tensor]:
+    """Feature maps [B, C, L] or [B, C, H, W] of one batch (channel counts may differ), each spatial dim of the
+    larger map adaptive-average-pooled to the smaller's, as RepDistiller's `Attention.at_loss` and
+    `NSTLoss.nst_loss` do before comparing maps; a ValueError naming `loss` for other shapes.
+
+    The official code compares heights only and pools to a square (t_H, t_H); here each dim is pooled to the
+    smaller of the two sizes, which is the same on the square maps the official code handles.
+    """
+    s, t = student_feature, teacher_feature
+    if s.dim() not in (3, 4) or s.dim() != t.dim() or s.shape[0] != t.shape[0]:
+        raise ValueError(f"{loss}: needs student and teacher feature maps [B, C, L] or [B, C, H, W] of one rank and "
+                         f"batch; got {tuple(s.shape)} and {tuple(t.shape)}")
+    size = tuple(min(a, b) for a, b in zip(s.shape[2:], t.shape[2:]))
+    pool = F.adaptive_avg_pool1d if s.dim() == 3 else F.adaptive_avg_pool2d
+    if tuple(s.shape[2:]) != size:
+        s = pool(s, size)
+    if tuple(t.shape[2:]) != size:
+        t = pool(t, size)
+    return s, t
