@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench results clean
+.PHONY: demo test test-fast bench bench-epoch bench-run results clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP)
+# Both write their own section of docs/benchmarks.md; each takes a few minutes on 2 CPU cores.
+bench: bench-epoch bench-run
+
+bench-epoch: $(STAMP)
 	$(PY) bench/epoch_overhead.py
+
+bench-run: $(STAMP)
+	$(PY) bench/run_overhead.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -9,7 +9,6 @@ median wall time of each is compared; the ratio goes into docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -18,11 +17,15 @@ import torch
 import torch.nn.functional as F
 
 import kdforge.data as data
-import kdforge.distillers as distillers
+import kdforge.methods as methods
 import kdforge.models as models
 from kdforge.config.schema import DataConfig, MethodConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig
 from kdforge.engine import Trainer, seed_everything
+from kdforge.engine.log import RunLogger, make_progress
+from kdforge.methods import Setup
 from kdforge.teachers import LiveTeacher
+
+from _report import command, machine, today, write_section  # bench/_report.py
 
 TEACHER = ModelConfig(name="cnn", params={"channels": [32, 64], "hidden": 128})
 STUDENT = ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32})
@@ -61,18 +64,19 @@ def plain_epoch(bundle, epoch: int) -> float:
 def kdforge_epoch(bundle, epoch: int, run_dir: Path) -> float:
     """The same epoch through Trainer's loop (progress bar on, JSONL logging, NaN guard, schedule stepping)."""
     teacher, student = fresh_models(bundle.spec)
-    distiller = distillers.build(MethodConfig(name="kd"), student, LiveTeacher(teacher))
+    method = methods.build(MethodConfig(name="kd"), student, LiveTeacher(teacher),
+                           Setup.for_data(bundle.spec, bundle.train))
     recipe = RecipeConfig(optim=OptimConfig(lr=LR), train=TrainConfig(epochs=1, progress=True, log_every=50))
-    trainer = Trainer(distiller, bundle, recipe, run_dir, BATCH)
-    from kdforge.engine.log import RunLogger, make_progress
-
+    trainer = Trainer(method, bundle, recipe, run_dir, BATCH)
     logger = RunLogger(run_dir, tensorboard=True)
-    with make_progress(True) as progress:
-        task = progress.add_task("kdforge", total=len(trainer.loader), status="")
-        start = time.perf_counter()
-        trainer.train_epoch(epoch, 0, logger, progress, task)
-        elapsed = time.perf_counter() - start
-    logger.close()
+    try:
+        with make_progress(True) as progress:
+            task = progress.add_task("kdforge", total=len(trainer.loader), status="")
+            start = time.perf_counter()
+            trainer.train_epoch(epoch, 0, logger, lambda: progress.advance(task))
+            elapsed = time.perf_counter() - start
+    finally:
+        logger.close()
     return elapsed
 
 
@@ -107,20 +111,16 @@ def main() -> None:
 def write_table(args, plain: float, ours: float, ratio: float, paired: float, best: float, n: int) -> None:
     row = (f"| distill epoch, Fashion-MNIST {n} samples, cnn[32,64]→cnn[8,16], batch {BATCH} | "
            f"{plain:.3f} | {ours:.3f} | **{ratio:.3f}** | {paired:.3f} | {best:.3f} | {args.repeats} |")
-    text = (
-        "# Benchmarks\n\n"
-        "Measured side by side in one process, median of repeats, on "
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.\n\n"
+    body = (
         "## Training-loop overhead: kdforge vs a plain PyTorch loop\n\n"
-        "`python bench/epoch_overhead.py` — the same distillation epoch (same data in memory, models, batch size,\n"
-        "CE + KD loss, SGD) written by hand and run through `kdforge.engine.Trainer` (progress bar, JSONL and\n"
-        "TensorBoard logging, NaN guard, per-step schedule). Target ratio: at most 1.03.\n\n"
+        f"`{command()}` on {today()}; {machine()}.\n\n"
+        "The same distillation epoch (same data in memory, models, batch size, CE + KD loss, SGD) written by hand\n"
+        "and run through `kdforge.engine.Trainer.train_epoch` (progress bar, JSONL and TensorBoard logging, NaN\n"
+        "guard, per-step schedule), alternately in one process. Target ratio: at most 1.03.\n\n"
         "| what | plain s (median) | kdforge s (median) | ratio of medians | median of paired ratios | best-of-N ratio | repeats |\n"
         "|---|---|---|---|---|---|---|\n" + row + "\n"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+    write_section(args.out, "epoch_overhead", body)
 
 
 if __name__ == "__main__":

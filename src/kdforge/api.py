@@ -193,7 +193,7 @@ def distill(
     num_classes: int | None = None,
     run_dir: str | Path | None = None,
     seed: int = 0,
-    eval_every: int = 1,
+    eval_every: int = 5,
     checkpoint_every: int = 1,
     grad_clip: float | None = None,
     label_smoothing: float = 0.0,

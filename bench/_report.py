@@ -1,0 +1,38 @@
+"""Shared by the bench scripts: machine description and section-wise updates of docs/benchmarks.md."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HEADER = "# Benchmarks\n\nEvery section names the command that produced it; rerunning a script rewrites only its own section.\n"
+
+
+def machine() -> str:
+    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def command() -> str:
+    return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+
+
+def write_section(path: Path, key: str, body: str) -> None:
+    """Replace the text between `<!-- bench:key -->` and `<!-- /bench:key -->` (or append it) in `path`."""
+    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}\n"
+    text = path.read_text() if path.exists() else HEADER
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote section {key!r} of {path}")
