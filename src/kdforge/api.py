@@ -22,13 +22,20 @@ from kdforge.config.schema import (
     AugmentConfig, ExperimentConfig, MethodConfig, OptimConfig, RecipeConfig, ScheduleConfig, TrainConfig,
 )
 from kdforge.data import DataBundle, DataSpec, Split
-from kdforge.engine import FitResult, Runtime, Trainer, agreement_metrics, predict, seed_everything
+from kdforge.data.root import cache_dir
+from kdforge.engine import FitResult, Runtime, Trainer, seed_everything
 from kdforge.engine.lock import RunLock
 from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 from kdforge.fileio import atomic_write_text
 from kdforge.methods import Method, Setup
 from kdforge.registry import TEACHERS
 from kdforge.teachers import LiveTeacher
+from kdforge.teachers.logits import TeacherLogits
+
+def teacher_logits_dir() -> Path:
+    """Where saved teachers' val/test logits are kept between processes ($KDFORGE_CACHE/teacher_logits)."""
+    return cache_dir() / "teacher_logits"
+
 
 def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bundle: DataBundle | None = None,
         teacher_logits: "TeacherLogits | None" = None) -> dict[str, Any]:
@@ -48,7 +55,7 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
     try:
         method = methods.build(cfg.method, student, source,
                                Setup.for_data(bundle.spec, bundle.train, cfg.train.label_smoothing))
-        extra = None if teacher is None else (teacher_logits or TeacherLogits()).metrics_fn(
+        extra = None if teacher is None else (teacher_logits or TeacherLogits(teacher_logits_dir())).metrics_fn(
             str(teacher_dir(cfg)), teacher, bundle, cfg.data.eval_batch_size, runtime.device)
         trainer = Trainer(method, bundle, cfg.recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
                           cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}", runtime=runtime,
@@ -75,29 +82,6 @@ def _write_run_files(run_dir: Path, cfg: ExperimentConfig, bundle: DataBundle) -
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     if bundle.splits:
         atomic_write_text(run_dir / "data_splits.json", json.dumps(bundle.splits))
-
-
-class TeacherLogits:
-    """The teacher's logits on the val and test splits, computed once per (teacher, split) and reused.
-
-    A teacher is known by `key` (its folder for a saved teacher, which every run of a comparison loads anew),
-    a split by its identity (a comparison shares one DataBundle across all its runs).
-    """
-
-    def __init__(self) -> None:
-        self._memo: dict[tuple[str, int], Tensor] = {}
-
-    def get(self, key: str, teacher: nn.Module, split: Split, batch_size: int, device: torch.device) -> Tensor:
-        if (key, id(split)) not in self._memo:
-            self._memo[(key, id(split))] = predict(teacher, split, batch_size, device)
-        return self._memo[(key, id(split))]
-
-    def metrics_fn(self, key: str, teacher: nn.Module, bundle: DataBundle, batch_size: int,
-                   device: torch.device) -> Callable[[str, Tensor], dict[str, float]]:
-        """Agreement and KL with the teacher on a split, for the engine's `extra_metrics`."""
-        def extra(split: str, logits: Tensor) -> dict[str, float]:
-            return agreement_metrics(logits, self.get(key, teacher, bundle.split(split), batch_size, device))
-        return extra
 
 
 def _wants_teacher(cfg: ExperimentConfig) -> bool:

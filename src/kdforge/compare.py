@@ -8,7 +8,8 @@ from typing import Any
 
 import kdforge.data as data_mod
 import kdforge.methods as methods_mod
-from kdforge.api import TeacherLogits, prepare_teacher, run, teacher_dir
+from kdforge.api import teacher_logits_dir, prepare_teacher, run, teacher_dir
+from kdforge.teachers.logits import TeacherLogits
 from kdforge.config.schema import ExperimentConfig, MethodConfig
 from kdforge.engine import resolve_device
 from kdforge.engine.metrics import classification_metrics
@@ -43,7 +44,7 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     bundle = data_mod.build(cfg.data)  # one data set for every run: the split does not depend on the seed
     rows = []
-    teacher_logits = TeacherLogits()  # the teacher's val/test logits, computed once for every run below
+    teacher_logits = TeacherLogits(teacher_logits_dir())  # the teacher's val/test logits, once for every run below
     if cfg.teacher is not None:
         teacher = prepare_teacher(cfg, bundle)
         logits = teacher_logits.get(str(teacher_dir(cfg)), teacher, bundle.test, cfg.data.eval_batch_size,
