@@ -65,7 +65,7 @@ def test_debug_shows_traceback(tmp_path, capsys):
 
 
 def test_python_dash_m_works_like_the_script(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "kdforge", "distill", str(_config(tmp_path)), "optim.name=adam"],
+    proc = subprocess.run([sys.executable, "-m", "kdforge", "distill", str(_config(tmp_path)), "optim.name=adm"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: optim.name")
 

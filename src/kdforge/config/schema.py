@@ -2,18 +2,41 @@
 from __future__ import annotations
 
 from string import Formatter
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdforge.config.options import describe_errors
+from kdforge.errors import ConfigError
 
 
-class StrictModel(BaseModel):
+ModelMetaclass = type(BaseModel)  # pydantic's metaclass, reached without importing its private module
+
+
+class _OneLineErrors(ModelMetaclass):  # type: ignore[misc,valid-type]
+    """Construction from Python (`OptimConfig(name="adm")`) raises one ConfigError line naming `section.key`.
+
+    Done in the metaclass's __call__, not in __init__: pydantic routes nested validation through a custom
+    __init__, which would lose the key paths that loading a whole config reports."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as err:
+            raise ConfigError(describe_errors(err, getattr(cls, "section", ""))) from None
+
+
+class StrictModel(BaseModel, metaclass=_OneLineErrors):
+    """A config section: unknown keys and non-finite numbers are errors."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    section: ClassVar[str] = ""
 
 
 class AugmentConfig(StrictModel):
     """Batch augmentation, applied to tensors. mixup/cutmix follow "Revisit the Power of Vanilla KD" (2023)."""
 
+    section: ClassVar[str] = "data.augment"
     crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels; 0 = off")
     flip: bool = Field(False, description="random horizontal flip")
     mixup_alpha: float = Field(0.0, ge=0, description="Beta(a, a) mixup; 0 = off")
@@ -22,6 +45,7 @@ class AugmentConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
+    section: ClassVar[str] = "data"
     name: str
     root: str | None = Field(None, description="data folder; default $KDFORGE_DATA, else ../shared/data")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of train carved out for validation")
@@ -35,12 +59,17 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
+    section: ClassVar[str] = "model"
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class OptimConfig(StrictModel):
-    name: Literal["sgd", "adamw"] = "sgd"
+    """`sgd` (momentum, nesterov, L2 weight decay), `adam` (Kingma & Ba; weight decay added to the gradient, i.e.
+    L2 as torch.optim.Adam does it) or `adamw` (Loshchilov & Hutter; decoupled weight decay)."""
+
+    section: ClassVar[str] = "optim"
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
@@ -49,15 +78,34 @@ class OptimConfig(StrictModel):
 
 
 class ScheduleConfig(StrictModel):
-    name: Literal["constant", "step", "multistep", "cosine"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0, description="linear warm-up from lr/10, in epochs")
+    """Per-step learning-rate schedule, defined in epochs. `onecycle` is OneCycleLR's policy (Smith & Topin 2018):
+    cosine from lr/div_factor up to lr over the first pct_start of all steps, then cosine down to
+    lr/(div_factor*final_div_factor); momentum is not cycled."""
+
+    section: ClassVar[str] = "schedule"
+    name: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0, description=(
+        "linear warm-up, in epochs (fractions allowed, counted in steps): over its W = warmup_epochs * steps_per_epoch"
+        " steps the lr is lr * (step + 1) / W, so it starts at lr / W and reaches lr; then the schedule runs, cosine "
+        "measured from the end of the warm-up, step/multistep from epoch 0. Not with onecycle, which warms up itself"))
+    pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: share of all steps spent rising to lr")
+    div_factor: float = Field(25.0, gt=0, description="onecycle: the lr starts at lr / div_factor")
+    final_div_factor: float = Field(1e4, gt=0, description="onecycle: the lr ends at lr / (div_factor * this)")
     step_size: int = Field(30, gt=0, description="epochs between decays (step)")
     milestones: list[int] = Field(default_factory=list, description="epochs of decay (multistep)")
     gamma: float = Field(0.1, gt=0)
     min_lr: float = Field(0.0, ge=0, description="final lr of the cosine schedule")
 
+    @model_validator(mode="after")
+    def _onecycle_warms_up_itself(self) -> "ScheduleConfig":
+        if self.name == "onecycle" and self.warmup_epochs > 0:
+            raise ValueError("warmup_epochs does not combine with onecycle, which has its own warm-up (pct_start); "
+                             "set warmup_epochs: 0")
+        return self
+
 
 class TrainConfig(StrictModel):
+    section: ClassVar[str] = "train"
     epochs: int = Field(10, gt=0, le=1_000_000, description="number of epochs (at most a million: larger is a typo)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0, description="max global grad norm; None = off")
@@ -86,6 +134,7 @@ class TrainConfig(StrictModel):
 class RecipeConfig(StrictModel):
     """How to train a model from scratch: optimizer, schedule and loop."""
 
+    section: ClassVar[str] = "recipe"
     seed: int = 0
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -93,6 +142,7 @@ class RecipeConfig(StrictModel):
 
 
 class TeacherConfig(StrictModel):
+    section: ClassVar[str] = "teacher"
     model: ModelConfig
     source: str = Field("live", description="where teacher outputs come from: a registered teacher source ('live': "
                                             "run the model on every batch)")
@@ -108,6 +158,7 @@ class TeacherConfig(StrictModel):
 
 
 class MethodConfig(StrictModel):
+    section: ClassVar[str] = "method"
     name: str = "ce"
     params: dict[str, Any] = Field(default_factory=dict)
 
