@@ -44,6 +44,16 @@ class AugmentConfig(StrictModel):
     mix_prob: float = Field(1.0, ge=0, le=1, description="probability a batch is mixed when mixing is on")
 
 
+class LabelBudget(StrictModel):
+    """Keep the labels of only part of the training split (stratified by class, from `seed`); the rest becomes
+    the unlabeled part, whose labels training never sees (they stay for analysis: pseudo-label accuracy)."""
+
+    section: ClassVar[str] = "data.label_budget"
+    labeled: float = Field(gt=0, description="fraction (below 1) of the training split that keeps its labels, or a "
+                                             "count of samples (1 or more)")
+    seed: int = Field(0, description="seed of the labeled/unlabeled cut, fixed across training seeds")
+
+
 class DataConfig(StrictModel):
     section: ClassVar[str] = "data"
     name: str
@@ -55,6 +65,7 @@ class DataConfig(StrictModel):
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(1000, gt=0)
     augment: AugmentConfig = AugmentConfig()
+    label_budget: LabelBudget | None = Field(None, description="keep only some labels; the rest is unlabeled")
     params: dict[str, Any] = Field(default_factory=dict, description="data-set specific options")
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import Field, PositiveInt
-from torch import nn
+from torch import Tensor, nn
 
 from kdforge.data.types import DataSpec
 from kdforge.registry import MODELS
@@ -25,7 +25,17 @@ def mlp_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout:
     return nn.Sequential(*layers)
 
 
+class MLP(nn.Sequential):
+    """A Sequential that ignores inputs after the first: on graph data it is called with (node features,
+    edge_index) and uses the features alone (an MLP student needs no graph at inference, as in GLNN)."""
+
+    def forward(self, x: Tensor, *ignored: Tensor) -> Tensor:
+        return super().forward(x)
+
+
 @MODELS.register("mlp")
 def mlp(spec: DataSpec, hidden: Sequence[PositiveInt] = (256, 256), dropout: Dropout = 0.0) -> nn.Module:
-    """An MLP on the flattened input, for any input shape (e.g. MNIST-1D's (40,))."""
-    return nn.Sequential(nn.Flatten(), *mlp_head(math.prod(spec.input_shape), hidden, spec.num_classes, dropout))
+    """An MLP on the flattened input, for any float input shape (e.g. MNIST-1D's (40,), a graph's node features)."""
+    if spec.kind == "tokens":
+        raise ValueError("an MLP takes float features, not token ids; use bow or textcnn")
+    return MLP(nn.Flatten(), *mlp_head(math.prod(spec.input_shape), hidden, spec.num_classes, dropout))

@@ -11,11 +11,13 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from kdforge.config.options import validate_options
-from kdforge.data.types import DataSpec, Split
+from kdforge.data.types import DataBundle, DataSpec, Split
 from kdforge.errors import DataError
 from kdforge.registry import DATASETS
 
-Loaded = tuple[DataSpec, Split, Split]
+# (spec, train, test), the validation split carved by `data.build`; or a whole DataBundle for data sets with
+# their own validation split (SST-2's dev set, Planetoid's public split).
+Loaded = tuple[DataSpec, Split, Split] | DataBundle
 
 
 class SourceParams(BaseModel):

@@ -5,8 +5,6 @@ read with an unpickler that can build numpy arrays and nothing else.
 """
 from __future__ import annotations
 
-import io
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import numpy as np
 import torch
 
 from kdforge.data.checksums import read_verified
+from kdforge.data.safe_pickle import load_restricted
 from kdforge.data.sources.base import Loaded, SourceParams, finish, register, require
 from kdforge.data.types import Split
 from kdforge.errors import DataError
@@ -25,32 +24,9 @@ LENGTH = 40
 NUM_CLASSES = 10
 KEYS = ("x", "y", "x_test", "y_test")
 
-# What `np.ndarray.__reduce__` refers to: numpy 1 pickles name numpy.core, numpy 2 pickles numpy._core.
-_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class ArrayUnpickler(pickle.Unpickler):
-    """Resolves only the globals numpy arrays are rebuilt from; any other global is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed") from None
-
-
 def load_arrays(data: bytes, path: Path) -> dict[str, Any]:
-    """Unpickle `data` (read from `path`) with ArrayUnpickler; a refused or broken pickle is a DataError."""
-    try:
-        obj = ArrayUnpickler(io.BytesIO(data)).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-        raise DataError(f"{path}: not a plain pickle of numpy arrays ({e}); copy the file again") from e
+    """Unpickle `data` (read from `path`) allowing numpy arrays only; a refused or broken pickle is a DataError."""
+    obj = load_restricted(data, path)
     if not isinstance(obj, dict) or any(k not in obj for k in KEYS):
         found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise DataError(f"{path}: expected a dict with keys {KEYS}, found {found}")
