@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import kdforge.data as data
 import kdforge.methods as methods
@@ -25,7 +24,7 @@ from kdforge.engine.log import RunLogger, make_progress
 from kdforge.methods import Setup
 from kdforge.teachers import LiveTeacher
 
-from _report import command, machine, today, write_section  # bench/_report.py
+from _report import command, machine, plain_kd_loss, today, write_section  # bench/_report.py
 
 TEACHER = ModelConfig(name="cnn", params={"channels": [32, 64], "hidden": 128})
 STUDENT = ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32})
@@ -51,10 +50,7 @@ def plain_epoch(bundle, epoch: int) -> float:
         x, y = x_all[idx], y_all[idx]
         with torch.no_grad():
             t = teacher(x)
-        s = student(x)
-        kd = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
-                      reduction="batchmean") * T * T
-        loss = 0.1 * F.cross_entropy(s, y) + 0.9 * kd
+        loss = plain_kd_loss(student(x), t, y, T)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -56,7 +56,7 @@ from kdforge.engine.optim import build_scheduler
 from kdforge.methods import Setup
 from kdforge.teachers import LiveTeacher
 
-from _report import command, machine, today, write_section  # bench/_report.py
+from _report import command, machine, plain_kd_loss, today, write_section  # bench/_report.py
 
 TEACHER = ModelConfig(name="cnn", params={"channels": [32, 64], "hidden": 128})
 STUDENT = ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32})
@@ -118,9 +118,7 @@ def plain_run(bundle, epochs: int, teacher=None) -> float:
             else:
                 with torch.no_grad():
                     t = teacher(x)
-                kd = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
-                              reduction="batchmean") * T * T
-                loss = 0.1 * F.cross_entropy(s, y) + 0.9 * kd
+                loss = plain_kd_loss(s, t, y, T)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
