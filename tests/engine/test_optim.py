@@ -103,3 +103,23 @@ def test_python_construction_errors_are_one_line_config_errors():
         ScheduleConfig(name="onecycle", warmup_epochs=1)
     with pytest.raises(ConfigError, match=r"^optim\.lr: Input should be a finite number"):
         OptimConfig(lr=float("inf"))
+
+
+def test_onecycle_holds_its_final_lr_after_the_last_step():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = build_optimizer([p], OptimConfig(lr=1.0))
+    sched = build_scheduler(opt, ScheduleConfig(name="onecycle"), 2, 5)
+    for _ in range(12):  # two steps past the end: the engine steps the schedule after the final step too
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1 / (25 * 1e4))
+
+
+def test_unknown_key_from_python_lists_the_allowed_ones():
+    from kdforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^optim\.lrr: unknown key; allowed: betas, lr, momentum, name, nesterov, "
+                                          r"weight_decay$"):
+        OptimConfig(lrr=0.1)
+    with pytest.raises(ConfigError, match=r"optim\.betas\.0: Input should be less than 1"):
+        OptimConfig(betas=(1.5, 0.9))

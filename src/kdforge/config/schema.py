@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from string import Formatter
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,7 +23,12 @@ class _OneLineErrors(ModelMetaclass):  # type: ignore[misc,valid-type]
         try:
             return super().__call__(*args, **kwargs)
         except ValidationError as err:
-            raise ConfigError(describe_errors(err, getattr(cls, "section", ""))) from None
+            section = getattr(cls, "section", "")
+            unknown = [e["loc"][0] for e in err.errors() if e["type"] == "extra_forbidden" and len(e["loc"]) == 1]
+            if unknown:  # the commonest mistake: a misspelled key; say which keys exist
+                key = ".".join(p for p in (section, str(unknown[0])) if p)
+                raise ConfigError(f"{key}: unknown key; allowed: {', '.join(sorted(cls.model_fields))}") from None
+            raise ConfigError(describe_errors(err, section)) from None
 
 
 class StrictModel(BaseModel, metaclass=_OneLineErrors):
@@ -85,7 +90,7 @@ class OptimConfig(StrictModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
 
 
 class ScheduleConfig(StrictModel):

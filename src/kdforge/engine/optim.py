@@ -48,7 +48,7 @@ def onecycle_factor(step: int, total: int, pct_start: float, div: float, final_d
     rise_end = float(pct_start * total) - 1
     if step <= rise_end:  # (a rise shorter than one step, rise_end < 0, is skipped)
         return _cos(start, 1.0, step / rise_end)
-    return _cos(1.0, low, (step - rise_end) / (total - 1 - rise_end))
+    return _cos(1.0, low, min((step - rise_end) / (total - 1 - rise_end), 1.0))  # holds after the last step
 
 
 def _cos(begin: float, end: float, pct: float) -> float:
