@@ -34,6 +34,7 @@ IMAGE_SPECS = [
     DataSpec("digits", (1, 8, 8), 10),
 ]
 VECTOR_SPEC = DataSpec("mnist1d", (40,), 10)
+SIGNAL_MODELS = {"cnn1d"}  # 1-D signals only: (L,) or (C, L)
 
 
 def _forward(model: torch.nn.Module, spec: DataSpec) -> torch.Tensor:
@@ -42,7 +43,7 @@ def _forward(model: torch.nn.Module, spec: DataSpec) -> torch.Tensor:
 
 
 def test_registered_names() -> None:
-    assert set(OFFICIAL_PARAMS) | {"mlp", "cnn"} <= set(MODELS)
+    assert set(OFFICIAL_PARAMS) | {"mlp", "cnn", "cnn1d"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
@@ -55,7 +56,7 @@ NOT_FOR_IMAGES = {"gcn": "needs graph data", "textcnn": "needs token-id data", "
 
 
 @pytest.mark.parametrize("spec", IMAGE_SPECS, ids=lambda s: s.name)
-@pytest.mark.parametrize("name", sorted(set(MODELS) - set(NOT_FOR_IMAGES)))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - set(NOT_FOR_IMAGES) - SIGNAL_MODELS))
 def test_forward_shape_on_images(name: str, spec: DataSpec) -> None:
     assert _forward(build(ModelConfig(name=name), spec), spec).shape == (2, spec.num_classes)
 
@@ -98,3 +99,55 @@ def test_wrn_dropout_is_active_in_training_only() -> None:
         assert not torch.equal(model(x), model(x))
         model.eval()
         assert torch.equal(model(x), model(x))
+
+
+def test_cnn1d_default_is_mnist1d_convbase() -> None:
+    """greydanus/mnist1d notebooks/models.py ConvBase: 150 + 1,900 + 1,900 conv + 1,260 linear parameters."""
+    model = build(ModelConfig(name="cnn1d"), VECTOR_SPEC)
+    assert sum(p.numel() for p in model.parameters()) == 5_210
+    convs = [model.features.conv1, model.features.conv2, model.features.conv3]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
+        (1, 25, (5,), (2,), (1,)),
+        (25, 25, (3,), (2,), (1,)),
+        (25, 25, (3,), (2,), (1,)),
+    ]
+    assert (model.fc.in_features, model.fc.out_features) == (125, 10)
+    assert _forward(model, VECTOR_SPEC).shape == (2, 10)
+
+
+def test_cnn1d_layers_can_be_tapped_by_module_path() -> None:
+    names = dict(build(ModelConfig(name="cnn1d"), VECTOR_SPEC).named_modules())
+    assert {"features", "features.conv1", "features.relu3", "flatten", "fc"} <= set(names)
+
+
+@pytest.mark.parametrize(
+    ("spec", "params", "fc_in"),
+    [
+        (VECTOR_SPEC, {"channels": 128}, 128 * 5),
+        (VECTOR_SPEC, {"channels": 8, "kernel_sizes": [3, 3]}, 8 * 10),
+        (DataSpec("signals", (3, 100), 4), {"channels": 16, "stride": 1, "kernel_sizes": [3]}, 16 * 100),
+    ],
+)
+def test_cnn1d_configurations(spec: DataSpec, params: dict, fc_in: int) -> None:
+    model = build(ModelConfig(name="cnn1d", params=params), spec)
+    assert model.fc.in_features == fc_in
+    assert _forward(model, spec).shape == (2, spec.num_classes)
+
+
+@pytest.mark.parametrize("spec", IMAGE_SPECS, ids=lambda s: s.name)
+def test_cnn1d_rejects_images(spec: DataSpec) -> None:
+    expected = r"^student: .*needs 1-D signal inputs \(L,\) or \(C, L\), got tensor input shape"
+    with pytest.raises(ConfigError, match=expected):
+        build(ModelConfig(name="cnn1d"), spec, key_path="student")
+
+
+def test_cnn1d_too_short_input_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"input length 2 is too short for conv1"):
+        build(ModelConfig(name="cnn1d"), DataSpec("short", (2,), 2))
+
+
+def test_cnn1d_rejects_bad_params() -> None:
+    with pytest.raises(ConfigError, match=r"model\.params\.kernel_sizes: .*at least 1"):
+        build(ModelConfig(name="cnn1d", params={"kernel_sizes": []}), VECTOR_SPEC)
+    with pytest.raises(ConfigError, match=r"model\.params\.channels: .*greater than 0"):
+        build(ModelConfig(name="cnn1d", params={"channels": 0}), VECTOR_SPEC)
