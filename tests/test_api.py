@@ -127,3 +127,13 @@ def test_distill_options_reach_the_run(digits, tmp_path):
                               optim=kdforge.OptimConfig(name="adamw", lr=1e-3), tensorboard=False,
                               run_dir=tmp_path / "r")
     assert resumed.resumed_from == 3 and len(resumed.history) == 2
+
+
+def test_teacher_store_key_ignores_settings_that_do_not_change_weights():
+    from kdforge.api import teacher_dir
+
+    base = parse_config(preset())
+    same = parse_config(preset(), ["teacher.recipe.train.progress=true", "teacher.recipe.train.eval_every=3",
+                                   "teacher.recipe.train.tensorboard=false", "data.eval_batch_size=17"])
+    other = parse_config(preset(), ["teacher.recipe.train.epochs=31"])
+    assert teacher_dir(base) == teacher_dir(same) != teacher_dir(other)

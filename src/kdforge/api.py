@@ -110,13 +110,21 @@ def count_params(model: nn.Module) -> int:
 
 
 # ---- teachers ---------------------------------------------------------------------------------------------
+# Training settings that change what is shown or written, never the weights: not part of a teacher's identity.
+NO_EFFECT_ON_WEIGHTS = frozenset({"progress", "tensorboard", "log_every", "eval_every", "checkpoint_every",
+                                  "checkpoint_steps"})
+
+
 def teacher_dir(cfg: ExperimentConfig) -> Path:
     """Where the teacher lives: its checkpoint, or a folder keyed by everything that determines its weights."""
     assert cfg.teacher is not None
     if cfg.teacher.checkpoint is not None:
         return Path(cfg.teacher.checkpoint)
-    key = json.dumps({"data": cfg.data.model_dump(mode="json"), "model": cfg.teacher.model.model_dump(mode="json"),
-                      "recipe": cfg.teacher.recipe.model_dump(mode="json")}, sort_keys=True)
+    recipe = cfg.teacher.recipe.model_dump(mode="json")
+    recipe["train"] = {k: v for k, v in recipe["train"].items() if k not in NO_EFFECT_ON_WEIGHTS}
+    data = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k != "eval_batch_size"}
+    key = json.dumps({"data": data, "model": cfg.teacher.model.model_dump(mode="json"), "recipe": recipe},
+                     sort_keys=True)
     return Path(cfg.teacher.store_dir) / f"{cfg.teacher.model.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 

@@ -48,7 +48,7 @@ def test_two_gloo_processes_reduce_and_only_rank_0_is_main(tmp_path):
         open(sys.argv[1] + f".{rt.rank}", "w").write(line)
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=180, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [(tmp_path / f"out.{rank}").read_text() for rank in (0, 1)]
