@@ -5,34 +5,28 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.errors import at_key
-from kdforge.losses import vid_log_scale_init, vid_nll, vid_variance
-from kdforge.methods.base import LogitTermParams, Method, MethodParams, Setup
+from kdforge.losses import pool_to_common_size, vid_log_scale_init, vid_nll, vid_variance
+from kdforge.methods.base import Method, MethodParams, Setup
+from kdforge.methods.feature_pairs import LayerPairParams
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
 
 
-class VIDParams(LogitTermParams):
+class VIDParams(LayerPairParams):
     # Defaults are RepDistiller's VID run (scripts/run_cifar_distill.sh L15 @b84f547: -r 1 -a 0 -b 1) and VIDLoss's
     # init_pred_var=5.0, eps=1e-5 (distiller_zoo/VID.py L16-17), as mdistiller's cfg.py L125-131 @a08d46f.
-    student_layers: list[str] = Field(min_length=1, description="module paths of the student's layers, e.g. "
-                                                                "[layer1, layer2, layer3]")
-    teacher_layers: list[str] = Field(min_length=1, description="module paths of the paired teacher layers")
     vid_weight: float = Field(1.0, ge=0, description="weight of the summed VID losses (RepDistiller's beta)")
     init_pred_var: float = Field(5.0, gt=0, description="initial variance of every channel")
     eps: float = Field(1e-5, gt=0, description="added to the softplus variance")
 
     @model_validator(mode="after")
-    def _paired(self) -> "VIDParams":
-        if len(self.student_layers) != len(self.teacher_layers):
-            raise ValueError(f"student_layers ({len(self.student_layers)}) and teacher_layers "
-                             f"({len(self.teacher_layers)}) must pair up one to one")
+    def _variance_above_eps(self) -> "VIDParams":
         if self.init_pred_var <= self.eps:
             raise ValueError(f"init_pred_var ({self.init_pred_var}) must exceed eps ({self.eps})")
         return self
@@ -67,12 +61,7 @@ class VIDRegressor(nn.Module):
 
     def forward(self, student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(predicted mean, per-channel variance, target) for `vid_nll`, on maps of one spatial size."""
-        s, t = _as_maps(student), _as_maps(teacher)
-        size = (min(s.shape[2], t.shape[2]), min(s.shape[3], t.shape[3]))
-        if tuple(s.shape[2:]) != size:
-            s = F.adaptive_avg_pool2d(s, size)
-        if tuple(t.shape[2:]) != size:
-            t = F.adaptive_avg_pool2d(t, size)
+        s, t = pool_to_common_size(_as_maps(student), _as_maps(teacher), "VID")
         return self.regressor(s), vid_variance(self.log_scale, self.eps), t
 
 
