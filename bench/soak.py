@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import torch
 from _report import command, machine, today, write_section
 
 import kdforge.data as data

@@ -6,7 +6,6 @@ import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,10 +26,11 @@ from kdforge.engine import FitResult, Runtime, Trainer, seed_everything
 from kdforge.engine.lock import RunLock
 from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 from kdforge.fileio import atomic_write_text
-from kdforge.methods import Method, Setup
+from kdforge.methods import Setup
 from kdforge.registry import TEACHERS
 from kdforge.teachers import LiveTeacher
 from kdforge.teachers.logits import TeacherLogits
+
 
 def teacher_logits_dir() -> Path:
     """Where saved teachers' val/test logits are kept between processes ($KDFORGE_CACHE/teacher_logits)."""

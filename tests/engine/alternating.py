@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from kdforge.data import Batch, DataConfig, build
 from kdforge.config.schema import ModelConfig, OptimConfig, RecipeConfig, ScheduleConfig, TrainConfig

@@ -1,5 +1,4 @@
 import torch
-import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from kdforge.engine.metrics import agreement_metrics, classification_metrics, expected_calibration_error

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kdforge.losses import vid_log_scale_init, vid_nll, vid_variance
 

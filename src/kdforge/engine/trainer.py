@@ -22,7 +22,7 @@ from torch import Tensor
 from kdforge.config.schema import AugmentConfig, RecipeConfig
 from kdforge.data import BatchIterator, DataBundle, Split
 from kdforge.engine.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
-from kdforge.engine.contract import Plan, StepContext, StepOutput, TrainMethod
+from kdforge.engine.contract import Plan, StepContext, TrainMethod
 from kdforge.engine.lock import RunLock
 from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.metrics import evaluate
