@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -100,6 +101,8 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _print_summary(summary: dict) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun the main process speaks for all
+        return
     test = summary["test"]
     print(f"{summary['method']} seed {summary['seed']}: test top-1 {test['top1']:.2%}, NLL {test['nll']:.3f}, "
           f"ECE {test['ece']:.2%} ({summary['train_time_s']:.1f} s) -> {summary['run_dir']}")

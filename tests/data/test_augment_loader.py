@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from kdforge.config.schema import AugmentConfig
 from kdforge.data import BatchIterator, iter_eval
-from kdforge.data.augment import augment, draw, flip, replay, shift
+from kdforge.data.augment import augment, draw, flip, mixed_target, replay, replay_samples, shift
+from kdforge.data.loader import epoch_seed
 from kdforge.data.types import Split
 
 ALL_ON = AugmentConfig(crop_padding=3, flip=True, mixup_alpha=0.4, cutmix_alpha=1.0)
@@ -108,8 +109,40 @@ def test_batches_cover_the_split_and_replay_from_index() -> None:
     for batch in it.epoch(3):
         seen += batch.index.tolist()
         assert torch.equal(batch.y, split.y[batch.index])
-        assert torch.equal(replay(split.x[batch.index], batch.params), batch.x)
+        assert torch.equal(replay_samples(split.x, batch.index, batch.params), batch.x)
     assert sorted(seen) == list(range(50))
+
+
+@pytest.mark.parametrize("cfg", [ALL_ON, AugmentConfig(crop_padding=2, mixup_alpha=0.5, mix_prob=1.0),
+                                 AugmentConfig(cutmix_alpha=1.0, mix_prob=1.0)])
+def test_per_sample_views_equal_the_batch_drawn_ones_bit_for_bit(cfg: AugmentConfig) -> None:
+    """The loader rebuilds each sample's view from per-sample params; this must give exactly what replaying the
+    batch-level draw gives (the augmentation the loader drew before it worked per sample)."""
+    split = _split()
+    gen = _gen(epoch_seed(0, 2))
+    order = torch.randperm(len(split), generator=gen)
+    mixed = 0
+    for j, batch in enumerate(BatchIterator(split, 16, 5, cfg, seed=0).epoch(2)):
+        index = order[16 * j : 16 * (j + 1)]
+        params = draw(cfg, (len(index), *split.x.shape[1:]), gen)
+        assert torch.equal(batch.index, index)
+        assert torch.equal(batch.x, replay(split.x[index], params))
+        mixed += "mix_perm" in params
+        if "mix_perm" in params:
+            assert torch.equal(batch.target, mixed_target(split.y[index], params, 5))
+    assert mixed > 0
+
+
+def test_shards_of_a_batch_are_the_rows_of_the_one_process_batch() -> None:
+    """Two processes at global batch 16 see, together, exactly the views of one process at batch 16; a last
+    batch smaller than the number of processes is dropped."""
+    split = _split()  # 50 samples: batches of 16, 16, 16, 2
+    whole = list(BatchIterator(split, 16, 5, ALL_ON, seed=3).epoch(1))
+    shards = [list(BatchIterator(split, 16, 5, ALL_ON, seed=3, rank=r, world_size=2).epoch(1)) for r in (0, 1)]
+    assert [len(b) for b in shards[0]] == [8, 8, 8, 1] and len(BatchIterator(split, 49, 5, ALL_ON, 3, world_size=2)) == 1
+    for one, a, b in zip(whole, *shards, strict=True):
+        assert torch.equal(torch.cat([a.index, b.index]), one.index)
+        assert torch.equal(torch.cat([a.x, b.x]), one.x)
 
 
 def test_plain_iteration_and_iter_eval() -> None:

@@ -8,14 +8,14 @@ import torch
 
 from kdforge.config.schema import DataConfig
 from kdforge.data import augment, sources
-from kdforge.data.loader import BatchIterator, iter_eval
+from kdforge.data.loader import BatchIterator, ViewSource, iter_eval
 from kdforge.data.root import resolve_root
 from kdforge.data.splits import stratified_split, subset, take
 from kdforge.data.types import Batch, DataBundle, DataSpec, Split
 from kdforge.errors import ConfigError
 from kdforge.registry import DATASETS
 
-__all__ = ["Batch", "BatchIterator", "DataBundle", "DataSpec", "Split", "build", "iter_eval", "resolve_root"]
+__all__ = ["Batch", "BatchIterator", "DataBundle", "DataSpec", "Split", "ViewSource", "build", "iter_eval", "resolve_root"]
 
 
 def build(cfg: DataConfig) -> DataBundle:

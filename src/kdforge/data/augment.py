@@ -11,6 +11,14 @@ Keys of `params` (each present only when its op ran on the batch):
   "mix_perm"    int64 [B]     each sample's mixing partner, as a position in the batch.
   "mix_lam"     float32 []    weight of the sample itself, in [0, 1]; for cutmix, 1 - (box area / image area).
   "mix_box"     int64 [4]     cutmix only: (top, left, bottom, right), half-open; pixels inside come from the partner.
+
+The loader hands batches on in a per-sample form (`per_sample`) in which every row describes its own view with no
+reference to the batch it was drawn in, so a batch can be cut into shards (one per process) or rebuilt from a
+teacher-output cache in any composition and still give every sample the same view:
+  "crop_shift" [B, 2], "flip" [B]          as above;
+  "mix_partner" int64 [B]                 the partner's position in the split (not in the batch);
+  "partner_crop_shift" [B, 2], "partner_flip" [B]   the partner's own crop and flip (its view is mixed in);
+  "mix_lam" float32 [B], "mix_box" int64 [B, 4]     per row (the same for every row of a drawn batch).
 """
 from __future__ import annotations
 
@@ -141,3 +149,67 @@ def _cutmix_box(lam: float, h: int, w: int, gen: torch.Generator) -> tuple[Tenso
     left, right = max(cx - half_w, 0), min(cx + half_w, w)
     area = (bottom - top) * (right - left)
     return torch.tensor([top, left, bottom, right]), 1 - area / (h * w)
+
+
+# ---- per-sample views -------------------------------------------------------------------------------------------
+PER_SAMPLE_KEYS = ("crop_shift", "flip", "mix_partner", "partner_crop_shift", "partner_flip", "mix_lam", "mix_box")
+
+
+def per_sample(params: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
+    """Batch-drawn `params` of the samples at split positions `index`, rewritten one row per sample."""
+    out = {k: params[k] for k in ("crop_shift", "flip") if k in params}
+    if "mix_perm" in params:
+        perm, n = params["mix_perm"], len(index)
+        out["mix_partner"] = index[perm]
+        for key in ("crop_shift", "flip"):
+            if key in params:
+                out[f"partner_{key}"] = params[key][perm]
+        out["mix_lam"] = params["mix_lam"].expand(n).clone()
+        if "mix_box" in params:
+            out["mix_box"] = params["mix_box"].expand(n, 4).clone()
+    return out
+
+
+def rows_of(params: dict[str, Tensor], rows: Tensor | slice) -> dict[str, Tensor]:
+    """The per-sample params of some rows (a process's shard of a batch)."""
+    return {k: v[rows] for k, v in params.items()}
+
+
+def replay_samples(source: Tensor, index: Tensor, params: dict[str, Tensor]) -> Tensor:
+    """The views of the samples at `index` of `source` (the whole split's raw inputs), from per-sample params;
+    bit-identical to `replay` on the batch they were drawn in, whatever the batch they are now part of."""
+    x = _own_view(source.index_select(0, index), params.get("crop_shift"), params.get("flip"))
+    if "mix_partner" not in params:
+        return x
+    partner = _own_view(source.index_select(0, params["mix_partner"]), params.get("partner_crop_shift"),
+                        params.get("partner_flip"))
+    if "mix_box" in params:
+        return torch.where(box_mask(params["mix_box"], x.shape[-2], x.shape[-1]), partner, x)
+    lam = params["mix_lam"].view(-1, *([1] * (x.ndim - 1)))
+    return lam * x + (1 - lam) * partner
+
+
+def mixed_target_samples(labels: Tensor | None, index_y: Tensor | None, params: dict[str, Tensor],
+                         num_classes: int) -> Tensor | None:
+    """Per-sample `mixed_target`: `labels` are the whole split's labels, `index_y` the batch's own."""
+    if "mix_partner" not in params or labels is None or index_y is None:
+        return None
+    lam = params["mix_lam"].view(-1, 1)
+    own = F.one_hot(index_y, num_classes).to(torch.float32)
+    return lam * own + (1 - lam) * F.one_hot(labels.index_select(0, params["mix_partner"]), num_classes).to(torch.float32)
+
+
+def box_mask(boxes: Tensor, h: int, w: int) -> Tensor:
+    """[B, 1, H, W] True inside each row's (top, left, bottom, right) box."""
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside_r = (rows >= boxes[:, :1]) & (rows < boxes[:, 2:3])  # [B, H]
+    inside_c = (cols >= boxes[:, 1:2]) & (cols < boxes[:, 3:4])  # [B, W]
+    return (inside_r[:, :, None] & inside_c[:, None, :])[:, None]
+
+
+def _own_view(x: Tensor, crop: Tensor | None, flips: Tensor | None) -> Tensor:
+    if crop is not None:
+        x = shift(x, crop)
+    if flips is not None:
+        x = flip(x, flips)
+    return x

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 import torch
+from torch import Tensor
+
 from kdforge.config.schema import AugmentConfig
 from kdforge.data import augment as aug
 from kdforge.data.types import Batch, Split
@@ -16,12 +19,28 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest, "little")
 
 
+@runtime_checkable
+class ViewSource(Protocol):
+    """Recorded views of a split (a teacher-output cache): for the epochs it `covers`, the loader takes each
+    sample's augmentation from here instead of drawing it, so the student sees exactly the view the teacher's
+    recorded output was computed on. `params` returns per-sample params (see `augment`) plus "view_epoch"."""
+
+    def covers(self, split: str, epoch: int) -> bool: ...
+    def params(self, split: str, epoch: int, index: Tensor) -> dict[str, Tensor]: ...
+
+
 class BatchIterator:
-    """Shuffled, augmented training batches.
+    """Shuffled, augmented training batches, sharded over processes.
 
     `epoch(e)` draws its permutation and every augmentation choice from a generator seeded by (seed, e) alone,
     so epoch e yields the same batches whatever ran before: resuming from a checkpoint at an epoch boundary
     continues exactly as an uninterrupted run would.
+
+    `batch_size` is the global batch. With `world_size` processes every process draws the same global batch
+    and its augmentation, and takes its own contiguous share of the rows (sizes differ by at most one); each
+    sample's view is rebuilt from per-sample params, so N processes see exactly the views one process would.
+    A last batch with fewer samples than processes is dropped. `views` (a teacher-output cache) supplies
+    the views of the epochs it covers.
     """
 
     def __init__(
@@ -34,9 +53,14 @@ class BatchIterator:
         shuffle: bool = True,
         drop_last: bool = False,
         name: str = "train",
+        rank: int = 0,
+        world_size: int = 1,
+        views: ViewSource | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
         if split.graph is not None or not split.x.is_floating_point():
             aug.require_off(augment, "graph" if split.graph is not None else "token")
         else:
@@ -49,13 +73,17 @@ class BatchIterator:
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.rank, self.world_size = rank, world_size
+        self.views = views
 
     def __len__(self) -> int:
-        n = len(self.split)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, b = len(self.split), self.batch_size
+        full, rest = divmod(n, b)
+        return full + (0 < rest and not self.drop_last and rest >= self.world_size)
 
     def epoch(self, e: int, start: int = 0) -> Iterator[Batch]:
-        """The batches of epoch `e` from its `start`-th on; `Batch.index` holds each sample's position in the split.
+        """This process's share of the batches of epoch `e` from its `start`-th on; `Batch.index` holds each
+        sample's position in the split.
 
         Skipped batches still draw their augmentation parameters (and nothing else), so batch `start` onward is
         exactly what an epoch read from its beginning yields: a run resumed mid-epoch continues bit for bit.
@@ -63,19 +91,30 @@ class BatchIterator:
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, e))
         n = len(self.split)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        augmenting = self.split.graph is None and self.augment_on
-        for j, first in enumerate(range(0, len(self) * self.batch_size, self.batch_size)):
-            index = order[first : first + self.batch_size]
-            params = aug.draw(self.augment, (len(index), *self.split.x.shape[1:]), gen) if augmenting else {}
+        recorded = self.views is not None and self.views.covers(self.name, e)
+        drawing = self.split.graph is None and self.augment_on and not recorded
+        for j in range(len(self)):
+            index = order[j * self.batch_size : (j + 1) * self.batch_size]
+            params = aug.draw(self.augment, (len(index), *self.split.x.shape[1:]), gen) if drawing else {}
             if j < start:
                 continue
-            if not augmenting:
-                yield self.split.batch(index, split=self.name)
-                continue
-            y = None if self.split.y is None else self.split.y.index_select(0, index)
-            x = aug.replay(self.split.x.index_select(0, index), params)
-            target = aug.mixed_target(y, params, self.num_classes)
-            yield self.split.batch(index, x=x, target=target, params=params, split=self.name)
+            rows = torch.tensor_split(torch.arange(len(index)), self.world_size)[self.rank]
+            local = index.index_select(0, rows)
+            if recorded:
+                yield self._view_batch(local, self.views.params(self.name, e, local))  # type: ignore[union-attr]
+            elif drawing:
+                yield self._view_batch(local, aug.rows_of(aug.per_sample(params, index), rows))
+            else:
+                yield self.split.batch(local, split=self.name)
+
+    def _view_batch(self, index: Tensor, params: dict[str, Tensor]) -> Batch:
+        """The batch of the samples at `index`, each in the view its per-sample `params` describe."""
+        if self.split.graph is not None or not self.split.x.is_floating_point():
+            return self.split.batch(index, params=params, split=self.name)
+        y = None if self.split.y is None else self.split.y.index_select(0, index)
+        x = aug.replay_samples(self.split.x, index, params)
+        target = aug.mixed_target_samples(self.split.y, y, params, self.num_classes)
+        return self.split.batch(index, x=x, target=target, params=params, split=self.name)
 
     @property
     def augment_on(self) -> bool:

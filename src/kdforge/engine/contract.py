@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from kdforge.config.schema import AugmentConfig, RecipeConfig
-from kdforge.data import Batch, BatchIterator, DataBundle
+from kdforge.data import Batch, BatchIterator, DataBundle, ViewSource
 from kdforge.engine.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -87,6 +87,10 @@ class StepContext:
     epoch: int = 0
     step: int = 0  # optimizer-independent global step: training batches completed before this one
     batch_index: int = 0  # position of the current batch in its epoch
+    # This process's share of the global batch times the number of processes (1.0 with equal shares): gradients
+    # are averaged with these weights, so N processes step exactly as one process on the whole batch would.
+    grad_weight: float = 1.0
+    views: "ViewSource | None" = None  # recorded views (a teacher-output cache) for `loader(split)`
     _loaders: dict[str, BatchIterator] = field(default_factory=dict, repr=False)
     streams: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (pass, next batch); checkpointed
     _iters: dict[str, Iterator[Batch]] = field(default_factory=dict, repr=False)
@@ -104,12 +108,16 @@ class StepContext:
         return self.plan.recipe
 
     def optimize(self, loss: Tensor, names: Iterable[str] | None = None) -> None:
-        """Zero the named optimizers' gradients (all by default), backpropagate `loss`, clip, step each one and
-        its schedule. Methods with several optimizers call this once per phase with the phase's names."""
+        """Zero the named optimizers' gradients (all by default), backpropagate `loss`, average the gradients over
+        processes (under torchrun), clip, step each one and its schedule. Methods with several optimizers call
+        this once per phase with the phase's names; a method that steps by itself calls
+        `runtime.average_gradients` the same way."""
         chosen = [self.optimizers[n] for n in (names if names is not None else self.optimizers)]
         for opt in chosen:
             opt.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.runtime.distributed:
+            self.runtime.average_gradients([p for opt in chosen for p in opt.parameters()], self.grad_weight)
         for opt in chosen:
             opt.step()
 
@@ -119,7 +127,9 @@ class StepContext:
         if split not in self._loaders:
             part = self.data.split(split)
             self._loaders[split] = BatchIterator(part, self.batch_size, self.data.spec.num_classes, self.augment,
-                                                 seed=hash_seed(self.recipe.seed, split), name=split)
+                                                 seed=hash_seed(self.recipe.seed, split), name=split,
+                                                 rank=self.runtime.rank, world_size=self.runtime.world_size,
+                                                 views=self.views)
         return self._loaders[split]
 
     def next_batch(self, split: str) -> Batch:

@@ -7,8 +7,9 @@ the engine assumes a single process.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -72,6 +73,52 @@ class Runtime:
         if self.distributed:
             dist.all_reduce(out, op=_OPS[op])
         return out
+
+    def average_gradients(self, params: Sequence[Tensor], weight: float = 1.0) -> None:
+        """Replace each parameter's gradient by the `weight`-weighted mean over processes, in one flat all-reduce.
+
+        What DistributedDataParallel does after backward (without overlapping it with backward): done here
+        because a method owns its step (several optimizers, unrolled inner steps through functional calls) and
+        DDP only reduces what runs through its wrapper's forward. A parameter with no gradient on some process
+        gets zeros there; one with no gradient anywhere keeps None, so the optimizer skips it as on one process.
+        """
+        if not self.distributed:
+            return
+        params = list(dict.fromkeys(params))  # a parameter shared by two optimizers is reduced once
+        has = self.all_reduce(torch.tensor([p.grad is not None for p in params], dtype=torch.int32))
+        live = [p for p, n in zip(params, has.tolist()) if n]
+        for p in live:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if not live:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in live]) * weight
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for p, g in zip(live, flat.split([p.numel() for p in live])):
+            p.grad.copy_(g.view_as(p.grad))
+
+    def broadcast_(self, tensors: Iterable[Tensor]) -> None:
+        """Overwrite `tensors` in place with the main process's values (weights at start, BatchNorm statistics)."""
+        if self.distributed:
+            for t in tensors:
+                dist.broadcast(t.data, src=0)
+
+    def gather_object(self, obj: Any) -> list[Any] | None:
+        """Every process's `obj`, in rank order, on the main process (None elsewhere)."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def scatter_object(self, objs: list[Any] | None) -> Any:
+        """The main process's `objs[rank]`, on each process."""
+        if not self.distributed:
+            return objs[0] if objs else None
+        out: list[Any] = [None]
+        dist.scatter_object_list(out, objs if self.is_main else None, src=0)
+        return out[0]
 
     def barrier(self) -> None:
         if self.distributed:

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from kdforge.config.schema import AugmentConfig, RecipeConfig
-from kdforge.data import BatchIterator, DataBundle, Split
+from kdforge.data import BatchIterator, DataBundle, Split, ViewSource
 from kdforge.engine.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
-from kdforge.engine.contract import Plan, StepContext, TrainMethod
+from kdforge.engine.contract import Plan, StepContext, TrainMethod, hash_seed
 from kdforge.engine.lock import RunLock
 from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.metrics import evaluate
@@ -81,6 +81,7 @@ class Trainer:
         callbacks: Sequence[EpochCallback] = (),
         runtime: Runtime | None = None,
         extra_metrics: ExtraMetrics | None = None,
+        views: ViewSource | None = None,
     ) -> None:
         self.method = method
         self.data = data
@@ -93,14 +94,17 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.extra_metrics = extra_metrics
         self.runtime = runtime or Runtime.from_env(self.cfg.device)
-        self.loader = BatchIterator(data.train, batch_size, data.spec.num_classes, augment, seed=recipe.seed)
+        rt = self.runtime
+        self.loader = BatchIterator(data.train, batch_size, data.spec.num_classes, augment, seed=recipe.seed,
+                                    rank=rt.rank, world_size=rt.world_size, views=views)
         if len(self.loader) == 0:
             raise ConfigError(f"data.batch_size={batch_size} leaves no batch of {len(data.train)} training samples")
         self.method.to(self.runtime.device)
         self.plan = Plan(recipe, self.cfg.epochs, len(self.loader))
         self.optimizers = method.configure_optimizers(self.plan)
         self.ctx = StepContext(plan=self.plan, data=data, runtime=self.runtime, optimizers=self.optimizers,
-                               augment=augment, batch_size=batch_size)
+                               augment=augment, batch_size=batch_size, views=views)
+        rt.broadcast_(self.method.trainable().state_dict().values())  # as DDP does: every process starts alike
         self._position: tuple[int, int, int, int | None, dict[str, Any] | None] | None = None
 
     # ---- public -------------------------------------------------------------------------------------------
@@ -170,6 +174,7 @@ class Trainer:
         every = self.cfg.checkpoint_steps
         for i, batch in enumerate(self.loader.epoch(epoch, start=start_batch), start=start_batch):
             ctx.step, ctx.batch_index = step, i
+            ctx.grad_weight = len(batch) * self.runtime.world_size / self._global_batch(i)
             batch = batch.to(self.runtime.device)
             out = method.training_step(batch, ctx)
             loss = _total(out.terms)
@@ -190,6 +195,7 @@ class Trainer:
             if every is not None and step % every == 0 and i + 1 < self.plan.steps_per_epoch:
                 self._save(epoch, step, batch=i + 1, acc=acc)
         method.on_epoch_end(ctx)
+        self._sync_buffers()
         record: dict[str, Any] = {"epoch": epoch, **self._epoch_means(sums, counts, loss_names)}
         hits = self.runtime.all_reduce(torch.stack([acc["correct"], acc["labeled"]]))
         if int(hits[1]):
@@ -209,6 +215,15 @@ class Trainer:
         total = self.runtime.all_reduce(torch.stack(stacked))
         means = {n: float(total[j]) / float(total[len(names) + j]) for j, n in enumerate(names)}
         return {"loss": sum(means[n] for n in loss_names), **means}
+
+    def _global_batch(self, i: int) -> int:
+        """Samples in batch `i` over all processes."""
+        return min(self.loader.batch_size, len(self.data.train) - i * self.loader.batch_size)
+
+    def _sync_buffers(self) -> None:
+        """Give every process the main process's buffers (BatchNorm statistics), as DDP's broadcast_buffers does,
+        so that validation and checkpoints agree across processes."""
+        self.runtime.broadcast_(self.method.trainable().buffers())
 
     def _lr(self) -> float:
         return next(iter(self.optimizers.values())).lr if self.optimizers else 0.0
@@ -246,14 +261,20 @@ class Trainer:
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
         self.runtime.barrier()
-        seed_everything(self.recipe.seed + 1)  # distinct stream from model init, same on every fresh start
+        # A stream distinct from model init, the same on every fresh start; one per process (dropout masks).
+        rank = self.runtime.rank
+        seed_everything(self.recipe.seed + 1 if rank == 0 else hash_seed(self.recipe.seed, f"rank{rank}") % 2**31)
         return 0, 0, 0, None, None
 
     def _save(self, epoch: int, step: int, batch: int | None = None, acc: dict[str, Any] | None = None) -> None:
         """A checkpoint at the end of `epoch` or, with `batch`, after that many of its batches (then the epoch's
         running sums `acc` are saved too, so the epoch's record comes out the same after a resume)."""
+        if batch is not None:
+            self._sync_buffers()
+        rngs = self.runtime.gather_object(rng_state())
         if self.runtime.is_main:
-            state = {"epoch": epoch, "batch": batch, "step": step, "rng": rng_state(),
+            assert rngs is not None
+            state = {"epoch": epoch, "batch": batch, "step": step, "rng": rngs[0], "rng_ranks": rngs[1:],
                      "method": self.method.extra_state(), "streams": dict(self.ctx.streams),
                      "optimizers": {n: o.optimizer.state_dict() for n, o in self.optimizers.items()},
                      "optimizer_types": {n: type(o.optimizer).__name__ for n, o in self.optimizers.items()},
@@ -270,6 +291,13 @@ class Trainer:
                                       " free space or choose another output folder, then --resume") from None
         self.runtime.barrier()
 
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        saved = _rng_for_rank(state, self.runtime.rank)
+        if saved is not None:
+            set_rng_state(saved)
+        else:
+            seed_everything(hash_seed(self.recipe.seed, f"rank{self.runtime.rank}:{state['step']}") % 2**31)
+
     def _load(self, path: Path) -> tuple[int, int, int, int, dict[str, Any] | None]:
         ckpt = load_checkpoint(path)
         try:
@@ -283,7 +311,7 @@ class Trainer:
                     opt.scheduler.load_state_dict(ckpt.state["schedulers"][name])
             self.method.load_extra_state(ckpt.state.get("method", {}))
             self.ctx.restore_streams(ckpt.state.get("streams", {}))
-            set_rng_state(ckpt.state["rng"])
+            self._restore_rng(ckpt.state)
             epoch, step, batch = int(ckpt.state["epoch"]), int(ckpt.state["step"]), ckpt.state.get("batch")
             acc = ckpt.state.get("epoch_acc")
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
@@ -294,6 +322,14 @@ class Trainer:
             return epoch + 1, 0, step, epoch, None
         acc = {**acc, "loss_names": dict.fromkeys(acc["loss_names"])}
         return epoch, int(batch), step, epoch, acc
+
+
+def _rng_for_rank(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """This process's saved RNG state; None when the checkpoint came from fewer processes (then re-seed)."""
+    if rank == 0:
+        return state["rng"]
+    others = state.get("rng_ranks", [])
+    return others[rank - 1] if rank - 1 < len(others) else None
 
 
 def _fresh_acc(device: torch.device) -> dict[str, Any]:
