@@ -5,6 +5,7 @@ import hashlib
 import json
 import time
 from contextlib import nullcontext
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 from kdforge.fileio import atomic_write_text
 from kdforge.methods import Setup
 from kdforge.registry import TEACHERS
-from kdforge.teachers import LiveTeacher
+from kdforge.teachers import CachedTeacher, LiveTeacher, TeacherCache
+from kdforge.teachers.cache import CacheRequest, open_or_build
 from kdforge.teachers.logits import TeacherLogits
 
 
@@ -50,16 +52,18 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
     teacher = prepare_teacher(cfg, bundle) if _wants_teacher(cfg) else None
     seed_everything(cfg.seed)
     student = models.build(cfg.student, bundle.spec, "student")
-    source = TEACHERS[cfg.teacher.source](teacher) if teacher is not None and cfg.teacher is not None else None
+    source = TEACHERS[cfg.teacher.source].from_model(teacher, cfg.teacher) if teacher is not None else None
     run_dir = Path(cfg.run_dir)
     try:
         method = methods.build(cfg.method, student, source,
                                Setup.for_data(bundle.spec, bundle.train, cfg.train.label_smoothing))
+        replay = isinstance(source, CachedTeacher) and methods.METHODS[cfg.method.name].needs_teacher
+        views = _attach_cache(source, cfg, bundle, runtime) if replay else None  # type: ignore[arg-type]
         extra = None if teacher is None else (teacher_logits or TeacherLogits(teacher_logits_dir())).metrics_fn(
             str(teacher_dir(cfg)), teacher, bundle, cfg.data.eval_batch_size, runtime.device)
         trainer = Trainer(method, bundle, cfg.recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
                           cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}", runtime=runtime,
-                          extra_metrics=extra)
+                          extra_metrics=extra, views=views)
         with RunLock(run_dir) if runtime.is_main else nullcontext():
             trainer.prepare(resume, overwrite)  # refuses a folder holding another run before anything is written
             if runtime.is_main:
@@ -71,9 +75,46 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
                                   extra={"test": dict(result.test)})
                 atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     finally:
-        if isinstance(source, LiveTeacher):
+        if source is not None:
             source.release()
     return summary
+
+
+def cache_request(cfg: ExperimentConfig, bundle: DataBundle, features: Sequence[str] = ()) -> CacheRequest:
+    """What a teacher cache for this experiment must hold: its training splits' views under the run's
+    augmentation, seed and batch size, and the features `features` the method taps."""
+    assert cfg.teacher is not None
+    splits = ("train", "unlabeled") if bundle.unlabeled is not None else ("train",)
+    return CacheRequest(cfg.teacher.cache, cfg.data.augment, splits, tuple(features), cfg.data.batch_size, cfg.seed)
+
+
+def _attach_cache(source: CachedTeacher, cfg: ExperimentConfig, bundle: DataBundle, runtime: Runtime,
+                  rebuild: bool = False) -> TeacherCache:
+    """Open (or build, on the main process) the cache `cfg` asks for, with the features the method tapped while
+    it was built, and make `source` read from it; it is also the loader's source of recorded views."""
+    cache = open_or_build(source, bundle, cache_request(cfg, bundle, source.paths), runtime.is_main,
+                          runtime.barrier, rebuild=rebuild, progress=cfg.train.progress and runtime.is_main)
+    source.attach(cache, bundle.spec.num_classes)
+    return cache
+
+
+def build_teacher_cache(cfg: ExperimentConfig, rebuild: bool = False, bundle: DataBundle | None = None) -> TeacherCache:
+    """Record the teacher's outputs for `cfg` (the method's tapped features included) without training anything
+    else; a later `run` with `teacher.source: cache` (or the same `teacher.cache.path`) replays them."""
+    if cfg.teacher is None:
+        raise ConfigError(f"the config {cfg.name!r} has no teacher section: there is nothing to cache")
+    runtime = Runtime.from_env(cfg.train.device)
+    bundle = bundle or data_mod.build(cfg.data)
+    teacher = prepare_teacher(cfg, bundle)
+    seed_everything(cfg.seed)
+    source = CachedTeacher.from_model(teacher, cfg.teacher)
+    try:
+        if methods.METHODS[cfg.method.name].needs_teacher:  # records which features the method taps
+            methods.build(cfg.method, models.build(cfg.student, bundle.spec, "student"), source,
+                          Setup.for_data(bundle.spec, bundle.train, cfg.train.label_smoothing))
+        return _attach_cache(source, cfg, bundle, runtime, rebuild)
+    finally:
+        source.release()
 
 
 def _write_run_files(run_dir: Path, cfg: ExperimentConfig, bundle: DataBundle) -> None:

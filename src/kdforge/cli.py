@@ -43,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", type=Path, default=None, help="output folder (default runs/<name>)")
     cmp_.add_argument("--resume", action="store_true", help="continue the runs of an earlier comparison")
     cmp_.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier comparison")
+    cache = sub.add_parser("cache", help="teacher-output cache: build one for a config, or describe one")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    cb = cache_sub.add_parser("build", help="record the teacher's outputs for CONFIG (teacher.cache settings)")
+    cb.add_argument("config", type=Path)
+    cb.add_argument("overrides", nargs="*")
+    cb.add_argument("--rebuild", action="store_true", help="build again even when a matching cache exists")
+    ci = cache_sub.add_parser("info", help="what a cache folder holds; --verify checks every shard's sha256")
+    ci.add_argument("path", type=Path)
+    ci.add_argument("--verify", action="store_true")
     demo = sub.add_parser("demo", help="teacher, student alone, KD and WSL on scikit-learn digits, 3 seeds")
     demo.add_argument("--seeds", type=int, default=3)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -94,6 +103,27 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"written to {result.out_dir}/ (table.md, table.csv, results.json, comparison.png)")
 
 
+def _cache(args: argparse.Namespace) -> None:
+    from kdforge.errors import CacheError
+    from kdforge.teachers.cache import TeacherCache, describe
+
+    if args.cache_command == "build":
+        from kdforge.api import build_teacher_cache
+        from kdforge.config import load_config
+
+        cache = build_teacher_cache(load_config(args.config, args.overrides), rebuild=args.rebuild)
+        print(describe(cache))
+        return
+    cache = TeacherCache(args.path)
+    print(describe(cache))
+    if args.verify:
+        bad = cache.verify()
+        if bad:
+            raise CacheError(f"{len(bad)} damaged or missing shard(s): {', '.join(bad)}; rebuild the cache "
+                             "(kdforge cache build CONFIG --rebuild)")
+        print("every shard matches its sha256")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from kdforge.demo import demo
 
@@ -108,7 +138,7 @@ def _print_summary(summary: dict) -> None:
           f"ECE {test['ece']:.2%} ({summary['train_time_s']:.1f} s) -> {summary['run_dir']}")
 
 
-COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _compare, "demo": _demo}
+COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _compare, "cache": _cache, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

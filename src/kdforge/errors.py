@@ -21,6 +21,11 @@ class CheckpointError(KdforgeError):
     """A checkpoint or saved model is missing, truncated or corrupt; the message names the file."""
 
 
+class CacheError(KdforgeError):
+    """A teacher cache is missing, damaged, or was built for other data, teacher or settings; the message names
+    the folder or shard and how to rebuild it."""
+
+
 class TrainingDiverged(KdforgeError):
     """A loss became NaN/inf; the message names the step and the last good checkpoint."""
 

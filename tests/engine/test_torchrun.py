@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from kdforge.api import prepare_teacher, run
+from kdforge.api import build_teacher_cache, prepare_teacher, run
 from kdforge.config import load_config
 from kdforge.data import build
 
@@ -76,3 +76,14 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path: Path) -> None:
     assert json.loads((cut / "summary.json").read_text())["resumed_from_epoch"] >= 3
     a, b = load_file(two / "student" / "model.safetensors"), load_file(cut / "student" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+    # Both processes read one teacher cache (fp32, built beforehand in one process at batch 64): the curve of the
+    # live 2-process job, up to the teacher's logits on a 32-row shard vs a 64-row batch (last-bit matmul
+    # differences, about 1e-8 relative).
+    cache = [f"teacher.cache.path={tmp_path / 'cache'}", "teacher.cache.epochs=40", "teacher.cache.dtype=float32"]
+    build_teacher_cache(load_config(CONFIG, [*COMMON, store, *cache]))
+    cached = _torchrun([store, f"output_dir={tmp_path / 'cached'}", "teacher.source=cache", *cache])
+    out, err = cached.communicate(timeout=300)
+    assert cached.returncode == 0, err[-3000:]
+    cached_curve = [r["loss"] for r in _epochs(tmp_path / "cached")]
+    assert len(cached_curve) == 40 and max(abs(a - b) / a for a, b in zip(cached_curve, two_curve)) < 1e-6

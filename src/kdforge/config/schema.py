@@ -157,11 +157,33 @@ class RecipeConfig(StrictModel):
     train: TrainConfig = TrainConfig()
 
 
+class TeacherCacheConfig(StrictModel):
+    """The teacher-output cache (`teacher.source: cache`): the teacher's outputs recorded once per sample and
+    cached epoch, with each sample's augmentation, and replayed (FKD, Shen & Xing, ECCV 2022)."""
+
+    section: ClassVar[str] = "teacher.cache"
+    path: str | None = Field(None, description="cache folder; default $KDFORGE_CACHE/teacher_outputs/<key>")
+    epochs: int = Field(1, ge=1, le=10_000, description="augmented views recorded per sample (1 without augmentation)")
+    after: Literal["cycle", "live"] = Field("cycle", description="past the recorded epochs: replay them again "
+                                                                 "(cycle) or run the teacher (live)")
+    storage: Literal["full", "topk"] = Field("full", description="all logits, or the k largest and the rest's mass")
+    k: int = Field(5, ge=1, description="logits kept per sample with storage: topk")
+    rest: Literal["uniform", "drop"] = Field("uniform", description="topk: the missing classes share the rest of the"
+                                                                   " mass evenly (uniform) or get none (drop)")
+    dtype: Literal["float16", "float32"] = Field("float16", description="storage type of logits and features")
+    shard_rows: int = Field(65536, ge=1, description="samples per safetensors shard")
+    max_gb: float = Field(8.0, gt=0, description="refuse to build a cache larger than this (features can be huge)")
+    on_mismatch: Literal["refuse", "rebuild"] = Field("refuse", description="a cache at `path` built for other data,"
+                                                                             " teacher or settings: stop, or rebuild")
+    on_missing: Literal["build", "refuse"] = Field("build", description="no cache yet: build it first, or stop")
+
+
 class TeacherConfig(StrictModel):
     section: ClassVar[str] = "teacher"
     model: ModelConfig
     source: str = Field("live", description="where teacher outputs come from: a registered teacher source ('live': "
-                                            "run the model on every batch)")
+                                            "run the model on every batch; 'cache': replay recorded outputs)")
+    cache: TeacherCacheConfig = Field(default_factory=TeacherCacheConfig)
     checkpoint: str | None = Field(None, description="saved model folder (kdforge.save_model) to load")
     recipe: RecipeConfig | None = Field(None, description="train the teacher first when no checkpoint is given")
     store_dir: str = Field("runs/teachers", description="where teachers trained from a recipe are kept and reused")

@@ -18,7 +18,8 @@ teacher-output cache in any composition and still give every sample the same vie
   "crop_shift" [B, 2], "flip" [B]          as above;
   "mix_partner" int64 [B]                 the partner's position in the split (not in the batch);
   "partner_crop_shift" [B, 2], "partner_flip" [B]   the partner's own crop and flip (its view is mixed in);
-  "mix_lam" float32 [B], "mix_box" int64 [B, 4]     per row (the same for every row of a drawn batch).
+  "mix_lam" float32 [B], "mix_box" int64 [B, 4]     per row (the same for every row of a drawn batch);
+  "mix_cut" bool [B]                      only when rows come from mixup and cutmix batches: True for cutmix.
 """
 from __future__ import annotations
 
@@ -183,10 +184,14 @@ def replay_samples(source: Tensor, index: Tensor, params: dict[str, Tensor]) -> 
         return x
     partner = _own_view(source.index_select(0, params["mix_partner"]), params.get("partner_crop_shift"),
                         params.get("partner_flip"))
-    if "mix_box" in params:
-        return torch.where(box_mask(params["mix_box"], x.shape[-2], x.shape[-1]), partner, x)
     lam = params["mix_lam"].view(-1, *([1] * (x.ndim - 1)))
-    return lam * x + (1 - lam) * partner
+    if "mix_box" not in params:
+        return lam * x + (1 - lam) * partner
+    boxed = torch.where(box_mask(params["mix_box"], x.shape[-2], x.shape[-1]), partner, x)
+    if "mix_cut" not in params:
+        return boxed
+    # Rows recorded from batches of both kinds (mixup and cutmix on, a teacher cache): each row its own kind.
+    return torch.where(params["mix_cut"].view(-1, *([1] * (x.ndim - 1))), boxed, lam * x + (1 - lam) * partner)
 
 
 def mixed_target_samples(labels: Tensor | None, index_y: Tensor | None, params: dict[str, Tensor],

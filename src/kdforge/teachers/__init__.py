@@ -1,5 +1,7 @@
-"""Where teacher outputs come from: a live model now; a cache of recorded outputs plugs in behind the same call."""
+"""Where teacher outputs come from: a live model (`live`) or outputs recorded once and replayed (`cache`)."""
 from kdforge.teachers.base import TeacherOutput, TeacherSource
+from kdforge.errors import CacheError
+from kdforge.teachers.cache import CachedTeacher, TeacherCache
 from kdforge.teachers.live import LiveTeacher
 
-__all__ = ["LiveTeacher", "TeacherOutput", "TeacherSource"]
+__all__ = ["CacheError", "CachedTeacher", "LiveTeacher", "TeacherCache", "TeacherOutput", "TeacherSource"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,11 @@ class LiveTeacher(nn.Module):
         self._was_training = model.training
         self.model = model.eval()
         self.taps = Taps(model)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, cfg: Any = None) -> "LiveTeacher":
+        """How the API builds every registered source: from the teacher model and the `teacher` config."""
+        return cls(model)
 
     def train(self, mode: bool = True) -> "LiveTeacher":
         return super().train(False)
