@@ -152,3 +152,17 @@ def test_without_augmentation_one_epoch_is_recorded(store: Path, tmp_path: Path)
     plain = load_config(CONFIG, [f"teacher.store_dir={store}", "teacher.recipe.train.epochs=5",
                                  "teacher.cache.epochs=9", f"teacher.cache.path={tmp_path / 'plain'}"])
     assert plain.data.augment == AugmentConfig() and build_teacher_cache(plain).epochs == 1
+
+
+def test_distill_api_builds_and_replays_a_cache(store: Path, tmp_path: Path) -> None:
+    import kdforge
+
+    cfg = _cfg(store, tmp_path)
+    bundle = build(cfg.data)
+    teacher = prepare_teacher(cfg, bundle)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    options = kdforge.TeacherCacheConfig(path=str(tmp_path / "cache"), epochs=2)
+    augment = kdforge.AugmentConfig(flip=True, mixup_alpha=0.2)
+    result = kdforge.distill(student, teacher, (bundle.train.x, bundle.train.y), val=bundle.val, epochs=3,
+                             augment=augment, teacher_cache=options, run_dir=tmp_path / "run", tensorboard=False)
+    assert result.val["top1"] > 0.5 and TeacherCache(tmp_path / "cache").epochs == 2

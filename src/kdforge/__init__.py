@@ -13,7 +13,7 @@ _LAZY = {
     "distill": "kdforge.api", "run": "kdforge.api", "load_config": "kdforge.config",
     "load_model": "kdforge.models", "save_model": "kdforge.models",
     "OptimConfig": "kdforge.config", "ScheduleConfig": "kdforge.config", "AugmentConfig": "kdforge.config",
-    "FitResult": "kdforge.engine",
+    "TeacherCacheConfig": "kdforge.config", "build_teacher_cache": "kdforge.api", "FitResult": "kdforge.engine",
 }
 _SUBPACKAGES = {"api", "config", "data", "engine", "losses", "methods", "models", "teachers"}
 __all__ = ["__version__", *_LAZY]

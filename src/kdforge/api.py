@@ -19,7 +19,8 @@ import kdforge.models as models
 from kdforge import __version__
 from kdforge.config.load import dump_config
 from kdforge.config.schema import (
-    AugmentConfig, ExperimentConfig, MethodConfig, OptimConfig, RecipeConfig, ScheduleConfig, TrainConfig,
+    AugmentConfig, ExperimentConfig, MethodConfig, OptimConfig, RecipeConfig, ScheduleConfig, TeacherCacheConfig,
+    TrainConfig,
 )
 from kdforge.data import DataBundle, DataSpec, Split
 from kdforge.data.root import cache_dir
@@ -236,6 +237,7 @@ def distill(
     progress: bool = False,
     tensorboard: bool = True,
     teacher_metrics: bool = True,
+    teacher_cache: TeacherCacheConfig | None = None,
 ) -> FitResult:
     """Distill `teacher` into `student` (or train `student` alone with method="ce") on your own data.
 
@@ -244,7 +246,9 @@ def distill(
     is no validation / test evaluation and `result.val` / `result.test` are empty (their `.note` says why).
     `run_dir` defaults to a new folder runs/api/<method>-<time>; an existing run folder is never overwritten
     unless `overwrite=True` (or continued with `resume=True`). `teacher_metrics=False` skips the teacher's
-    forward passes on val/test that the agreement and KL metrics need.
+    forward passes on val/test that the agreement and KL metrics need. `teacher_cache` (a TeacherCacheConfig)
+    records the teacher's outputs once (with `epochs` augmented views per sample) and replays them instead of
+    running the teacher on every batch.
     """
     train_split = as_split(train)
     if train_split.y is None:
@@ -256,15 +260,23 @@ def distill(
                             grad_clip=grad_clip, label_smoothing=label_smoothing, device=device, tensorboard=tensorboard)
     recipe = RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(), train=train_cfg)
     runtime = Runtime.from_env(device)
-    source = LiveTeacher(teacher) if teacher is not None else None
+    source: LiveTeacher | CachedTeacher | None = None
+    if teacher is not None:
+        source = LiveTeacher(teacher) if teacher_cache is None else CachedTeacher(LiveTeacher(teacher), teacher_cache)
     try:
         built = methods.build(MethodConfig(name=method, params=params or {}), student, source,
                               Setup.for_data(bundle.spec, bundle.train, label_smoothing))
+        views = None
+        if isinstance(source, CachedTeacher):
+            request = CacheRequest(source.cfg, augment or AugmentConfig(), ("train",), tuple(source.paths),
+                                   batch_size, seed)
+            views = open_or_build(source, bundle, request, runtime.is_main, runtime.barrier, progress=progress)
+            source.attach(views, classes)
         extra = (TeacherLogits().metrics_fn("teacher", teacher, bundle, eval_batch_size, runtime.device)
                  if teacher is not None and teacher_metrics else None)
         return Trainer(built, bundle, recipe, run_dir or _new_run_dir(method), batch_size, eval_batch_size,
                        augment or AugmentConfig(), label=method, runtime=runtime,
-                       extra_metrics=extra).fit(resume=resume, overwrite=overwrite)
+                       extra_metrics=extra, views=views).fit(resume=resume, overwrite=overwrite)
     finally:
         if source is not None:
             source.release()

@@ -9,12 +9,13 @@ from kdforge.config.schema import (
     OptimConfig,
     RecipeConfig,
     ScheduleConfig,
+    TeacherCacheConfig,
     TeacherConfig,
     TrainConfig,
 )
 
 __all__ = [
     "AugmentConfig", "DataConfig", "ExperimentConfig", "MethodConfig", "ModelConfig", "OptimConfig",
-    "RecipeConfig", "ScheduleConfig", "TeacherConfig", "TrainConfig",
+    "RecipeConfig", "ScheduleConfig", "TeacherCacheConfig", "TeacherConfig", "TrainConfig",
     "apply_overrides", "dump_config", "load_config", "parse_config",
 ]
