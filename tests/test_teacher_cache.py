@@ -61,7 +61,7 @@ def test_views_are_replayed_for_any_seed_and_batch(store: Path, tmp_path: Path) 
     """A run with another seed and batch size reuses the cache: each sample gets its recorded view (its mixing
     partner may now sit in another batch), and the cached logits are the teacher's on exactly that view."""
     cfg = _cfg(store, tmp_path, "teacher.cache.epochs=2", "teacher.cache.dtype=float32",
-               f"teacher.cache.path={tmp_path / 'cache'}")
+               "teacher.cache.shard_rows=500", f"teacher.cache.path={tmp_path / 'cache'}")  # 3 shards per epoch
     cache = build_teacher_cache(cfg)
     bundle = build(cfg.data)
     teacher = LiveTeacher(prepare_teacher(cfg, bundle))

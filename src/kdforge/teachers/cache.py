@@ -120,7 +120,7 @@ def estimate_bytes(teacher: LiveTeacher, bundle: DataBundle, req: CacheRequest) 
     out = teacher.outputs(example)
     item = 2 if req.cfg.dtype == "float16" else 4
     classes = out.logits.shape[-1]
-    per_row = (req.cfg.k * (item + 4) + 4) if req.cfg.storage == "topk" else classes * item
+    per_row = (req.cfg.k * (item + 2) + 4) if req.cfg.storage == "topk" else classes * item
     per_row += sum(math.prod(out.features[p].shape[1:]) * item for p in req.features)
     per_row += 64  # views: offsets, flags, partner, ratio, box
     return per_row * req.epochs() * sum(len(bundle.split(s)) for s in req.splits)
@@ -195,7 +195,8 @@ class _EpochRows:
             k = min(self.req.cfg.k, logits.shape[-1])
             values, idx = logits.topk(k, dim=-1)
             self._set("topk_values", index, values.to(self.dtype))
-            self._set("topk_indices", index, idx.to(torch.int32))
+            small = logits.shape[-1] <= torch.iinfo(torch.int16).max  # class ids fit 2 bytes
+            self._set("topk_indices", index, idx.to(torch.int16 if small else torch.int32))
             self._set("lse", index, logits.logsumexp(-1))
         for path in self.req.features:
             self._set(f"feature:{path}", index, out.features[path].detach().cpu().to(self.dtype))
@@ -346,15 +347,19 @@ class TeacherCache:
         if split not in self._shards:
             raise CacheError(f"the teacher cache {self.path} holds no {split!r} split (it has "
                              f"{', '.join(self._shards)}); rebuild it for this run")
-        parts: dict[str, list[tuple[Tensor, Tensor]]] = {}
+        wanted = lambda key: (prefix is not None and key.startswith(prefix)) or key in names  # noqa: E731
         index = index.cpu()
-        for shard in self._shards[split][epoch]:
+        shards = self._shards[split][epoch]
+        if len(shards) == 1:  # the common case (up to `shard_rows` samples): no search for the rows' shards
+            return {k: t.index_select(0, index) for k, t in shards[0].tensors().items() if wanted(k)}
+        parts: dict[str, list[tuple[Tensor, Tensor]]] = {}
+        for shard in shards:
             inside = ((index >= shard.start) & (index < shard.stop)).nonzero().flatten()
             if not len(inside):
                 continue
             local = index[inside] - shard.start
             for key, tensor in shard.tensors().items():
-                if (prefix is not None and key.startswith(prefix)) or key in names:
+                if wanted(key):
                     parts.setdefault(key, []).append((inside, tensor.index_select(0, local)))
         out = {}
         for key, pieces in parts.items():
