@@ -13,6 +13,7 @@ from kdforge.losses.fitnet import hint_loss
 from kdforge.losses.kd import kd_loss
 from kdforge.losses.nst import nst_loss, polynomial_kernel
 from kdforge.losses.pkt import cosine_probabilities, pkt_loss
+from kdforge.losses.reviewkd import hcl_loss
 from kdforge.losses.rkd import (
     angle_potential,
     distance_potential,
@@ -36,6 +37,7 @@ __all__ = [
     "dkd_loss",
     "dkd_terms",
     "hard_cross_entropy",
+    "hcl_loss",
     "hint_loss",
     "kd_loss",
     "kl_div_with_temperature",

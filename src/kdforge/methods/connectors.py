@@ -5,6 +5,8 @@ with the student) and are dropped at export.
 """
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -60,3 +62,33 @@ class Embed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.linear(x.reshape(x.shape[0], -1))
         return x / x.pow(2).sum(1, keepdim=True).pow(0.5)
+
+
+class ABF(nn.Module):
+    """ReviewKD's attention-based fusion (Chen et al., CVPR 2021, Sec. 3.2 and Fig. 3c; module names and
+    initialisation as the official `ABF`): a 1x1 conv-BN maps the student feature to `mid` channels; when there
+    is a deeper residual (`fuse`), it is resized to this feature's size (nearest) and the two are blended with
+    two per-pixel weights from a 1x1 conv + sigmoid over both; the result is resized to the teacher's size and a
+    3x3 conv-BN maps it to the teacher's channels. Returns (output for the loss, residual for the next,
+    shallower stage: the fused map at the teacher's size)."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, mid_channels, kernel_size=1, bias=False),
+                                   nn.BatchNorm2d(mid_channels))
+        self.conv2 = nn.Sequential(nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                                   nn.BatchNorm2d(out_channels))
+        self.att_conv = nn.Sequential(nn.Conv2d(2 * mid_channels, 2, kernel_size=1), nn.Sigmoid()) if fuse else None
+        nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)
+        nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)
+
+    def forward(self, x: Tensor, residual: Tensor | None, out_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        x = self.conv1(x)
+        if self.att_conv is not None:
+            assert residual is not None, "a fusing ABF needs the deeper stage's residual"
+            residual = F.interpolate(residual, x.shape[-2:], mode="nearest")
+            z = self.att_conv(torch.cat([x, residual], dim=1))
+            x = x * z[:, :1] + residual * z[:, 1:2]
+        if tuple(x.shape[-2:]) != tuple(out_size):
+            x = F.interpolate(x, out_size, mode="nearest")
+        return self.conv2(x), x  # the residual is taken after the resize, as in the official code
