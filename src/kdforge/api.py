@@ -165,7 +165,10 @@ def teacher_dir(cfg: ExperimentConfig) -> Path:
     recipe = cfg.teacher.recipe.model_dump(mode="json")
     recipe["train"] = {k: v for k, v in recipe["train"].items() if k not in NO_EFFECT_ON_WEIGHTS}
     data = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k != "eval_batch_size"}
-    key = json.dumps({"data": data, "model": cfg.teacher.model.model_dump(mode="json"), "recipe": recipe},
+    model = cfg.teacher.model.model_dump(mode="json")
+    if model.get("infodrop") is None:  # absent, as before the option existed: earlier teachers keep their folders
+        model.pop("infodrop", None)
+    key = json.dumps({"data": data, "model": model, "recipe": recipe},
                      sort_keys=True)
     return Path(cfg.teacher.store_dir) / f"{cfg.teacher.model.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 

@@ -74,10 +74,32 @@ class DataConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="data-set specific options")
 
 
+class InfoDropLayer(StrictModel):
+    section: ClassVar[str] = "model.infodrop.layers"
+    conv: str = Field(description="module path of a Conv2d: its input's patches are scored")
+    output: str | None = Field(None, description="module path whose output is masked (the conv's ReLU, or a max-pool "
+                                                 "after it, whose window then min-pools the drop probability); "
+                                                 "default: the conv itself")
+
+
+class InfoDropConfig(StrictModel):
+    """Informative Dropout (Shi et al., ICML 2020) on chosen conv layers, active in training mode only; defaults
+    are the official code's."""
+
+    section: ClassVar[str] = "model.infodrop"
+    layers: list[InfoDropLayer] = Field(min_length=1)
+    drop_rate: float = Field(1.5, gt=0, description="positions drawn for dropping per map, times H*W (with replacement)")
+    temperature: float = Field(0.03, gt=0, description="sharpening of the patch likelihood: p^(1/T)")
+    bandwidth: float = Field(1.0, gt=0, description="Gaussian kernel bandwidth h of the patch-likelihood estimate")
+    radius: int = Field(3, ge=1, description="neighbour offsets (i, j) are drawn from [-radius, radius]^2")
+    samples: int = Field(9, ge=1, description="neighbour offsets drawn per forward pass")
+
+
 class ModelConfig(StrictModel):
     section: ClassVar[str] = "model"
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    infodrop: InfoDropConfig | None = Field(None, description="Informative Dropout on some conv layers (training only)")
 
 
 class OptimConfig(StrictModel):

@@ -26,8 +26,16 @@ def build(cfg: ModelConfig, spec: DataSpec, key_path: str = "model") -> nn.Modul
     """The model `cfg` names, built for `spec`'s input shape and class count (freshly initialized, train mode)."""
     params = check(cfg, key_path)
     try:
-        return MODELS[cfg.name](spec, **params)
+        model = MODELS[cfg.name](spec, **params)
     except (TypeError, ValueError) as e:
         raise ConfigError(
             f"{key_path}: model {cfg.name!r} with params {cfg.params} cannot be built for data {spec.name!r}: {e}"
         ) from e
+    if cfg.infodrop is not None:
+        from kdforge.models.infodrop import attach
+
+        try:
+            attach(model, cfg.infodrop)
+        except ConfigError as e:
+            raise ConfigError(f"{key_path}.{str(e).removeprefix('model.')}") from None
+    return model
