@@ -39,7 +39,8 @@ def main() -> None:
     t0 = time.time()
     rows, teacher_row = [], None
     for method in args.methods.split(","):
-        cfg = load_config(config_for(args.data, method), [f"method.name={method}", *overrides])
+        own = ["method.params={}"] if method == "ce" else []  # ce comes from the KD config, without KD's params
+        cfg = load_config(config_for(args.data, method), [f"method.name={method}", *own, *overrides])
         result = compare(cfg, [method], args.seeds, out / method, resume=args.resume)
         teacher_row = teacher_row or next((r for r in result.rows if r["method"].startswith("teacher")), None)
         rows += [r for r in result.rows if not r["method"].startswith("teacher")]
