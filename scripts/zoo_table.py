@@ -19,7 +19,7 @@ from kdforge.fileio import atomic_write_text
 from kdforge.report import markdown_table, plot_comparison
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-ZOO = ["ce", "kd", "wsl", "dkd", "fitnet", "at", "sp", "nst", "pkt", "rkd", "vid", "crd", "reviewkd"]
+ZOO = ["ce", "kd", "wsl", "dkd", "fitnet", "at", "sp", "nst", "pkt", "rkd", "vid", "reviewkd", "crd"]  # CRD: slowest
 
 
 def config_for(data: str, method: str) -> Path:

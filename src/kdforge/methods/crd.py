@@ -82,9 +82,14 @@ class ContrastMemory(nn.Module):
                 raise ValueError("CRD: a sample has no training sample of another class to contrast with")
             neg = torch.empty(len(index), self.k, dtype=torch.long)
             few = counts < self.k  # the official draws with replacement only then (cifar100.py L166)
-            for rows, replace in ((~few, False), (few, True)):
-                if bool(rows.any()):
-                    neg[rows] = torch.multinomial(weights[rows], self.k, replacement=replace, generator=self.generator)
+            if bool(few.any()):
+                neg[few] = torch.multinomial(weights[few], self.k, replacement=True, generator=self.generator)
+            if bool((~few).any()):
+                # K distinct, uniformly among the other classes' samples (numpy's choice(replace=False) in the
+                # official code): the K largest of i.i.d. uniform keys over the eligible samples. Same law as
+                # multinomial without replacement on equal weights, which is ~20x slower for K = 4096 of 54k.
+                keys = torch.rand(weights[~few].shape, generator=self.generator).masked_fill_(weights[~few] == 0, -1.0)
+                neg[~few] = keys.topk(self.k, dim=1).indices
         return torch.cat([index[:, None], neg], dim=1).to(self.memory_s.device)
 
     def forward(self, v_s: Tensor, v_t: Tensor, index: Tensor,
