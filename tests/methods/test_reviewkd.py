@@ -90,3 +90,19 @@ def test_training_lowers_the_review_loss_on_real_data():
         opt.step()
         first = first if first is not None else terms["reviewkd"].item()
     assert terms["reviewkd"].item() < 0.5 * first
+
+
+def test_resnet_blocks_expose_their_preactivation_to_taps():
+    """ReviewKD's teacher features are pre-activation stage outputs: `layerN.<last>.preact` is the block's sum
+    before its ReLU (negative values kept), and its ReLU is the stage output."""
+    from kdforge.models.taps import Taps
+    from kdforge.data.types import DataSpec
+
+    spec = DataSpec("cifar10", (3, 32, 32), 10)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="resnet8x4"), spec).eval()
+    taps = Taps(model, ["layer2.0.preact", "layer2"])
+    with taps.capture() as feats:
+        model(torch.randn(2, 3, 32, 32))
+    assert (feats["layer2.0.preact"] < 0).any()
+    assert torch.equal(feats["layer2.0.preact"].relu(), feats["layer2"])

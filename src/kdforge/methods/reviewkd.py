@@ -43,9 +43,10 @@ class ReviewKD(Method):
 
     The deepest student layer goes through an ABF alone; each shallower one is fused with the residual coming
     down from the deeper ones, and every fused map is compared with the teacher layer at the same position.
-    Deviations: the official code compares the student's post-activation stage outputs with the teacher's
-    pre-activation ones (its models return both); here both are whatever the tapped paths give (a resnet's stage
-    outputs are post-ReLU). Its warm-up counts epochs from 1, which is (epoch + 1) here.
+    The official code compares the student's post-activation stage outputs with the teacher's pre-activation
+    ones; here both are whatever the tapped paths give: a CIFAR resnet's `layerN` is post-ReLU and its last
+    block's `layerN.<i>.preact` the sum before the ReLU (configs/cifar10_reviewkd.yaml does as the official).
+    Deviation: its warm-up counts epochs from 1, which is (epoch + 1) here.
     """
 
     Params: ClassVar[type[MethodParams]] = ReviewKDParams

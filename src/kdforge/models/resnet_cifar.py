@@ -17,7 +17,12 @@ WIDE = (32, 64, 128, 256)  # the "x4" variants
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers plus a shortcut (1x1 conv-BN when the shape changes); ReLU after the sum."""
+    """Two 3x3 conv-BN layers plus a shortcut (1x1 conv-BN when the shape changes); ReLU after the sum.
+
+    `preact` (an identity, no weights) marks the sum before that ReLU, so taps can take a stage's pre-activation
+    output by path (`layer3.4.preact`), as RepDistiller's `preact` features give it to ReviewKD and OFD; the ReLU
+    is therefore not in place.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
@@ -25,6 +30,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = conv3x3(out_channels, out_channels)
         self.bn2 = nn.BatchNorm2d(out_channels)
+        self.preact = nn.Identity()
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
@@ -35,7 +41,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn2(self.conv2(self.bn1(self.conv1(x)).relu_()))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return (out + shortcut).relu_()
+        return self.preact(out + shortcut).relu()
 
 
 class CifarResNet(nn.Module):
