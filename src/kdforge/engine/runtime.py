@@ -6,6 +6,7 @@ the engine assumes a single process.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def _leave_group() -> None:
+    if dist.is_initialized():
+        try:  # no barrier: a process leaving on an error must not wait for the others (torchrun stops them)
+            dist.destroy_process_group()
+        except (RuntimeError, ValueError):
+            pass
+
+
 @dataclass(frozen=True)
 class Runtime:
     rank: int = 0
@@ -65,6 +74,9 @@ class Runtime:
         resolved = resolve_device(device, local)
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+            # Leave the group cleanly at exit: a gloo group torn down by interpreter shutdown while its peer is
+            # closing can abort the process (SIGABRT) after all the work is done.
+            atexit.register(_leave_group)
         return cls(rank=rank, world_size=world, local_rank=local, device=resolved)
 
     def all_reduce(self, tensor: Tensor, op: ReduceOp = "sum") -> Tensor:
