@@ -143,6 +143,8 @@ def test_shards_of_a_batch_are_the_rows_of_the_one_process_batch() -> None:
     for one, a, b in zip(whole, *shards, strict=True):
         assert torch.equal(torch.cat([a.index, b.index]), one.index)
         assert torch.equal(torch.cat([a.x, b.x]), one.x)
+        for shard in (a, b):  # each shard's per-sample params rebuild it alone, partners in the other shard too
+            assert torch.equal(replay_samples(split.x, shard.index, shard.params), shard.x)
 
 
 def test_plain_iteration_and_iter_eval() -> None:

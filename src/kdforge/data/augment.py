@@ -12,9 +12,10 @@ Keys of `params` (each present only when its op ran on the batch):
   "mix_lam"     float32 []    weight of the sample itself, in [0, 1]; for cutmix, 1 - (box area / image area).
   "mix_box"     int64 [4]     cutmix only: (top, left, bottom, right), half-open; pixels inside come from the partner.
 
-The loader hands batches on in a per-sample form (`per_sample`) in which every row describes its own view with no
-reference to the batch it was drawn in, so a batch can be cut into shards (one per process) or rebuilt from a
-teacher-output cache in any composition and still give every sample the same view:
+The loader builds a drawn batch with `replay` and hands its params on in a per-sample form (`per_sample`), in which
+every row describes its own view with no reference to the batch it was drawn in, so a process's share of a batch
+can be recorded by a teacher-output cache and rebuilt later in any batch composition (`replay_samples`), each
+sample in the same view:
   "crop_shift" [B, 2], "flip" [B]          as above;
   "mix_partner" int64 [B]                 the partner's position in the split (not in the batch);
   "partner_crop_shift" [B, 2], "partner_flip" [B]   the partner's own crop and flip (its view is mixed in);
@@ -182,10 +183,8 @@ def replay_samples(source: Tensor, index: Tensor, params: dict[str, Tensor]) -> 
     x = _own_view(source.index_select(0, index), params.get("crop_shift"), params.get("flip"))
     if "mix_partner" not in params:
         return x
-    partner = _views_in_batch(x, index, params)
-    if partner is None:  # some partner is not in this batch (another process's shard, a cache's other batch)
-        partner = _own_view(source.index_select(0, params["mix_partner"]), params.get("partner_crop_shift"),
-                            params.get("partner_flip"))
+    partner = _own_view(source.index_select(0, params["mix_partner"]), params.get("partner_crop_shift"),
+                        params.get("partner_flip"))
     lam = params["mix_lam"].view(-1, *([1] * (x.ndim - 1)))
     if "mix_box" not in params:
         return lam * x + (1 - lam) * partner
@@ -212,21 +211,6 @@ def box_mask(boxes: Tensor, h: int, w: int) -> Tensor:
     inside_r = (rows >= boxes[:, :1]) & (rows < boxes[:, 2:3])  # [B, H]
     inside_c = (cols >= boxes[:, 1:2]) & (cols < boxes[:, 3:4])  # [B, W]
     return (inside_r[:, :, None] & inside_c[:, None, :])[:, None]
-
-
-def _views_in_batch(x: Tensor, index: Tensor, params: dict[str, Tensor]) -> Tensor | None:
-    """The partners' views taken from the batch's own views `x`, when every partner is in the batch with the same
-    crop and flip (always so for a batch the loader drew on one process), else None. Saves redoing the views."""
-    order = index.argsort()
-    ranked = index[order]
-    slot = torch.searchsorted(ranked, params["mix_partner"]).clamp_max(len(index) - 1)
-    if not bool((ranked[slot] == params["mix_partner"]).all()):
-        return None
-    pos = order[slot]
-    for own, theirs in (("crop_shift", "partner_crop_shift"), ("flip", "partner_flip")):
-        if own in params and not torch.equal(params[own][pos], params[theirs]):
-            return None
-    return x.index_select(0, pos)
 
 
 def _own_view(x: Tensor, crop: Tensor | None, flips: Tensor | None) -> Tensor:

@@ -103,12 +103,24 @@ class BatchIterator:
             if recorded:
                 yield self._view_batch(local, self.views.params(self.name, e, local))  # type: ignore[union-attr]
             elif drawing:
-                yield self._view_batch(local, aug.rows_of(aug.per_sample(params, index), rows))
+                yield self._drawn_batch(index, rows, params)
             else:
                 yield self.split.batch(local, split=self.name)
 
+    def _drawn_batch(self, index: Tensor, rows: Tensor, params: dict[str, Tensor]) -> Batch:
+        """This process's `rows` of the global batch at `index`, augmented with the `params` drawn for it: the whole
+        batch's views (mixing partners may sit in another process's rows), then this process's share of them,
+        carrying its rows' params in per-sample form (what a teacher-output cache records)."""
+        x = aug.replay(self.split.x.index_select(0, index), params)
+        y = None if self.split.y is None else self.split.y.index_select(0, index)
+        target = aug.mixed_target(y, params, self.num_classes)
+        return self.split.batch(index.index_select(0, rows), x=x.index_select(0, rows),
+                                target=None if target is None else target.index_select(0, rows),
+                                params=aug.rows_of(aug.per_sample(params, index), rows), split=self.name)
+
     def _view_batch(self, index: Tensor, params: dict[str, Tensor]) -> Batch:
-        """The batch of the samples at `index`, each in the view its per-sample `params` describe."""
+        """The batch of the samples at `index`, each in the view its per-sample `params` describe (recorded views:
+        any batch composition, partners anywhere in the split)."""
         if self.split.graph is not None or not self.split.x.is_floating_point():
             return self.split.batch(index, params=params, split=self.name)
         y = None if self.split.y is None else self.split.y.index_select(0, index)
