@@ -43,8 +43,10 @@ class Unrolled:
     def commit(self) -> None:
         """Write the unrolled parameters and buffers into the module (detached): the steps become real."""
         with torch.no_grad():
-            for name, value in {**self.params, **self.buffers}.items():
-                _tensor(self.module, name).copy_(value)
+            for name, value in self.params.items():
+                self.module.get_parameter(name).copy_(value)
+            for name, value in self.buffers.items():
+                self.module.get_buffer(name).copy_(value)
 
 
 def unroll(module: nn.Module, inner_loss: InnerLoss, steps: int, lr: float | Sequence[float],
@@ -79,7 +81,3 @@ def meta_gradient(module: nn.Module, inner_loss: InnerLoss, outer_loss: Callable
     grads = torch.autograd.grad(value, list(hyper), allow_unused=True)
     return [torch.zeros_like(h) if g is None else g for h, g in zip(hyper, grads)], value, result
 
-
-def _tensor(module: nn.Module, name: str) -> Tensor:
-    owner, _, leaf = name.rpartition(".")
-    return getattr(module.get_submodule(owner) if owner else module, leaf)

@@ -124,14 +124,6 @@ class Runtime:
         dist.gather_object(obj, out, dst=0)
         return out
 
-    def scatter_object(self, objs: list[Any] | None) -> Any:
-        """The main process's `objs[rank]`, on each process."""
-        if not self.distributed:
-            return objs[0] if objs else None
-        out: list[Any] = [None]
-        dist.scatter_object_list(out, objs if self.is_main else None, src=0)
-        return out[0]
-
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

@@ -40,13 +40,13 @@ from torch import Tensor, nn
 
 from kdforge.config.schema import AugmentConfig, TeacherCacheConfig, TeacherConfig
 from kdforge.data import BatchIterator, DataBundle
-from kdforge.data.types import Batch, Split
+from kdforge.data.types import Batch
 from kdforge.errors import CacheError, ConfigError
 from kdforge.fileio import atomic_write_text, sha256_of
 from kdforge.registry import TEACHERS
 from kdforge.teachers.base import TeacherOutput
 from kdforge.teachers.live import LiveTeacher
-from kdforge.teachers.logits import tensor_digest
+from kdforge.teachers.logits import split_digest, tensor_digest
 
 FORMAT = 1
 _DTYPES = {"F16": np.float16, "F32": np.float32, "I64": np.int64, "I32": np.int32, "I16": np.int16,
@@ -76,18 +76,13 @@ def cache_key(teacher: nn.Module, bundle: DataBundle, req: CacheRequest) -> dict
     return {
         "format": FORMAT,
         "teacher_weights": tensor_digest(list(teacher.state_dict().values())),
-        "data": {name: _split_digest(bundle.split(name)) for name in req.splits},
+        "data": {name: split_digest(bundle.split(name)) for name in req.splits},
         "augment": req.augment.model_dump(mode="json"),
         "epochs": req.epochs(),
         "storage": {"kind": req.cfg.storage, "k": req.cfg.k if req.cfg.storage == "topk" else None,
                     "dtype": req.cfg.dtype},
         "features": sorted(req.features),
     }
-
-
-def _split_digest(split: Split) -> str:
-    inputs = [split.x] if split.graph is None else [split.x, split.graph.x, split.graph.edge_index]
-    return tensor_digest(inputs)
 
 
 def key_hash(key: dict[str, Any]) -> str:
@@ -305,7 +300,6 @@ class TeacherCache:
             raise CacheError(f"{manifest_file} is unreadable ({e}); rebuild the cache "
                              "(kdforge cache build CONFIG --rebuild)") from None
         self.after = after
-        self.classes: int | None = None
 
     @property
     def epochs(self) -> int:

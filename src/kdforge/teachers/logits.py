@@ -31,6 +31,12 @@ def tensor_digest(tensors: list[Tensor]) -> str:
     return h.hexdigest()
 
 
+def split_digest(split: Split) -> str:
+    """A digest of everything a model sees of a split: its inputs, and a graph's features and edges."""
+    inputs = [split.x] if split.graph is None else [split.x, split.graph.x, split.graph.edge_index]
+    return tensor_digest(inputs)
+
+
 class TeacherLogits:
     """`get(key, teacher, split, ...)`: the teacher's logits on `split`. `key` names the teacher within a process
     (its folder, which every run of a comparison loads anew); `folder` (None: memory only) keeps them on disk."""
@@ -51,8 +57,7 @@ class TeacherLogits:
             return predict(teacher, split, batch_size, device)
         if key not in self._weights:
             self._weights[key] = tensor_digest(list(teacher.state_dict().values()))
-        inputs = [split.x] if split.graph is None else [split.x, split.graph.x, split.graph.edge_index]
-        name = hashlib.sha256(f"{self._weights[key]}:{tensor_digest(inputs)}".encode()).hexdigest()[:32]
+        name = hashlib.sha256(f"{self._weights[key]}:{split_digest(split)}".encode()).hexdigest()[:32]
         path, sums = self.folder / f"{name}.safetensors", self.folder / f"{name}.json"
         cached = _read(path, sums)
         if cached is not None:
