@@ -93,10 +93,8 @@ def _attach_cache(source: CachedTeacher, cfg: ExperimentConfig, bundle: DataBund
                   rebuild: bool = False) -> TeacherCache:
     """Open (or build, on the main process) the cache `cfg` asks for, with the features the method tapped while
     it was built, and make `source` read from it; it is also the loader's source of recorded views."""
-    cache = open_or_build(source, bundle, cache_request(cfg, bundle, source.paths), runtime.is_main,
-                          runtime.barrier, rebuild=rebuild, progress=cfg.train.progress and runtime.is_main)
-    source.attach(cache, bundle.spec.num_classes)
-    return cache
+    return open_or_build(source, bundle, cache_request(cfg, bundle, source.paths), runtime.is_main,
+                         runtime.barrier, rebuild=rebuild, progress=cfg.train.progress and runtime.is_main)
 
 
 def build_teacher_cache(cfg: ExperimentConfig, rebuild: bool = False, bundle: DataBundle | None = None) -> TeacherCache:
@@ -274,7 +272,6 @@ def distill(
             request = CacheRequest(source.cfg, augment or AugmentConfig(), ("train",), tuple(source.paths),
                                    batch_size, seed)
             views = open_or_build(source, bundle, request, runtime.is_main, runtime.barrier, progress=progress)
-            source.attach(views, classes)
         extra = (TeacherLogits().metrics_fn("teacher", teacher, bundle, eval_batch_size, runtime.device)
                  if teacher is not None and teacher_metrics else None)
         return Trainer(built, bundle, recipe, run_dir or _new_run_dir(method), batch_size, eval_batch_size,

@@ -451,8 +451,9 @@ def default_path(key: dict[str, Any]) -> Path:
 
 def open_or_build(source: CachedTeacher, bundle: DataBundle, req: CacheRequest, is_main: bool = True,
                   barrier=lambda: None, rebuild: bool = False, progress: bool = True) -> TeacherCache:
-    """The cache this run needs, built first when missing (or mismatched, or `rebuild`) as `teacher.cache` says;
-    only the main process builds, the others wait and then read it."""
+    """The cache this run needs, built first when missing (or mismatched, or `rebuild`) as `teacher.cache` says,
+    and attached to `source`, which reads from it from now on; only the main process builds, the others wait and
+    then read it."""
     cfg = req.cfg
     key = cache_key(source.live.model, bundle, req)
     path = Path(cfg.path) if cfg.path is not None else default_path(key)
@@ -473,6 +474,7 @@ def open_or_build(source: CachedTeacher, bundle: DataBundle, req: CacheRequest, 
     cache = TeacherCache(path, after=cfg.after)
     if cache.key != key:  # another process rebuilt it in between, or it was swapped under us
         raise CacheError(f"{where} changed while this run opened it; run again")
+    source.attach(cache, bundle.spec.num_classes)
     return cache
 
 
