@@ -38,6 +38,25 @@ def write_section(path: Path, key: str, body: str) -> None:
     print(f"wrote section {key!r} of {path}")
 
 
+def reset_peak_rss() -> float:
+    """This process's resident memory now (MiB), after resetting its high-water mark (writing 5 to clear_refs), so
+    that `peak_rss()` reports the peak from here on. VmHWM, not ru_maxrss: the latter survives exec, so a child
+    of a big parent would report the parent's peak."""
+    rss = _proc_status("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    return rss
+
+
+def peak_rss() -> float:
+    """Peak resident memory (MiB) since the last `reset_peak_rss()` (or since the process started)."""
+    return _proc_status("VmHWM")
+
+
+def _proc_status(field: str) -> float:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
+    return int(line.split()[1]) / 1024
+
+
 def plain_kd_loss(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
     """0.1 CE + 0.9 T^2 KL as a user writes it by hand in a plain loop: the baselines' loss, written once."""
     import torch.nn.functional as F

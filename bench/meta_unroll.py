@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from _report import command, machine, today, write_section  # bench/_report.py
+from _report import command, machine, peak_rss, reset_peak_rss, today, write_section  # bench/_report.py
 
 STEPS = (1, 2, 5, 15)
 
@@ -42,20 +42,14 @@ def child(k: int, repeats: int) -> None:
     outer = lambda f: F.cross_entropy(f(xv), yv)  # noqa: E731
     # Baseline before anything is unrolled: once freed, the graph's memory stays with the allocator, so a
     # baseline taken after a warm-up would hide it.
-    before = _status("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
+    before = reset_peak_rss()
     meta_gradient(student, inner, outer, [temp], k, 0.1)  # warm-up (its peak counts: same graph)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         meta_gradient(student, inner, outer, [temp], k, 0.1)
         times.append(time.perf_counter() - start)
-    print(statistics.median(times), _status("VmHWM") - before)
-
-
-def _status(field: str) -> float:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
-    return int(line.split()[1]) / 1024
+    print(statistics.median(times), peak_rss() - before)
 
 
 def main() -> None:

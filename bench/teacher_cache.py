@@ -36,7 +36,7 @@ from kdforge.methods import Setup
 from kdforge.teachers import CachedTeacher, LiveTeacher
 from kdforge.teachers.cache import CacheRequest, open_or_build
 
-from _report import command, machine, plain_kd_loss, today, write_section  # bench/_report.py
+from _report import command, machine, peak_rss, plain_kd_loss, reset_peak_rss, today, write_section  # bench/_report.py
 
 SETUPS = {
     "fashion_mnist": dict(data="fashion_mnist", subset=20000, augment=AugmentConfig(),
@@ -141,7 +141,7 @@ def epoch_table(names: list[str], rounds: int, workdir: Path) -> tuple[str, dict
     return "\n".join(rows), raw
 
 
-def peak_rss(name: str, variant: str, workdir: Path) -> tuple[float, float]:
+def epoch_memory(name: str, variant: str, workdir: Path) -> tuple[float, float]:
     """MiB of RSS of a fresh process after loading data and models, and its peak during one epoch of `variant`."""
     out = subprocess.run([sys.executable, __file__, "--child", f"{name}:{variant}", "--workdir", str(workdir)],
                          capture_output=True, text=True, check=True)
@@ -151,17 +151,10 @@ def peak_rss(name: str, variant: str, workdir: Path) -> tuple[float, float]:
 def child(spec: str, workdir: Path) -> None:
     name, variant = spec.split(":", 1)
     bench = Bench(name, workdir, plain_logits=False)  # the caches exist already: opened, not built
-    # Peak RSS of the epoch alone: loading the data peaks higher than training, so the high-water mark is reset
-    # first (writing 5 to clear_refs); VmHWM, not ru_maxrss, which survives exec and would be the parent's.
-    before = _status("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
+    # Peak RSS of the epoch alone: loading the data peaks higher than training, so the high-water mark is reset.
+    before = reset_peak_rss()
     bench.kdforge(variant, 0, workdir / "child")
-    print(before, _status("VmHWM"))
-
-
-def _status(field: str) -> float:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
-    return int(line.split()[1]) / 1024
+    print(before, peak_rss())
 
 
 def main() -> None:
@@ -179,7 +172,7 @@ def main() -> None:
         workdir = Path(tmp)
         names = ["fashion_mnist"] + ([] if args.skip_cifar else ["cifar10"])
         table, raw = epoch_table(names, args.rounds, workdir)
-        rss = {n: {v: peak_rss(n, v, workdir) for v in ("kdforge CE", "kdforge KD, live teacher",
+        rss = {n: {v: epoch_memory(n, v, workdir) for v in ("kdforge CE", "kdforge KD, live teacher",
                                                         "kdforge KD, cache fp16")} for n in names}
     minutes = (time.perf_counter() - t0) / 60
     print(json.dumps({"rss": rss, **{k: {kk: vv for kk, vv in v.items() if kk != "times"} for k, v in raw.items()}}))
