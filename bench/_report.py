@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from kdforge.fileio import atomic_write_text
+
 HEADER = "# Benchmarks\n\nEvery section names the command that produced it; rerunning a script rewrites only its own section.\n"
 
 
@@ -26,15 +28,14 @@ def command() -> str:
     return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
 
 
-def write_section(path: Path, key: str, body: str) -> None:
-    """Replace the text between `<!-- bench:key -->` and `<!-- /bench:key -->` (or append it) in `path`."""
-    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+def write_section(path: Path, key: str, body: str, tag: str = "bench") -> None:
+    """Replace the text between `<!-- tag:key -->` and `<!-- /tag:key -->` (or append it) in `path`."""
+    start, end = f"<!-- {tag}:{key} -->", f"<!-- /{tag}:{key} -->"
     block = f"{start}\n{body.rstrip()}\n{end}\n"
     text = path.read_text() if path.exists() else HEADER
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    atomic_write_text(path, text)
     print(f"wrote section {key!r} of {path}")
 
 

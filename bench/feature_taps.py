@@ -21,7 +21,6 @@ import torch.nn.functional as F
 import kdforge.data as data
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.config import load_config
 from kdforge.config.schema import DataConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig
 from kdforge.engine import Trainer, seed_everything
 from kdforge.methods import Setup
@@ -29,11 +28,11 @@ from kdforge.models.taps import Taps
 from kdforge.teachers import LiveTeacher
 
 from _report import command, machine, today, write_section  # bench/_report.py
+from zoo_table import example_config
 
 TAP_SETS = {0: [], 1: ["layer2"], 3: ["layer1", "layer2", "layer3"],
             6: ["layer1", "layer2", "layer3", "layer1.0", "layer2.0", "fc:input"]}
 METHODS = ["ce", "kd", "wsl", "dkd", "fitnet", "at", "sp", "nst", "pkt", "rkd", "vid", "crd", "reviewkd"]
-CONFIGS = Path(__file__).parents[1] / "configs"
 
 
 def taps_table(steps: int, repeats: int) -> str:
@@ -76,12 +75,7 @@ def taps_table(steps: int, repeats: int) -> str:
 
 
 def methods_table(steps: int, repeats: int) -> str:
-    built = {}
-    for name in METHODS:
-        path = CONFIGS / f"fashion_mnist_{name}.yaml"
-        own = ["method.params={}"] if name == "ce" else []  # ce comes from the KD config, without KD's params
-        built[name] = load_config(path if path.exists() else CONFIGS / "fashion_mnist_kd.yaml",
-                                  [f"method.name={name}", *own, f"data.train_subset={128 * steps}"])
+    built = {name: example_config("fashion_mnist", name, [f"data.train_subset={128 * steps}"]) for name in METHODS}
     bundle = data.build(built["kd"].data)
     seed_everything(0)
     teacher = models.build(built["kd"].teacher.model, bundle.spec).eval()

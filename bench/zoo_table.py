@@ -1,7 +1,7 @@
 """The method zoo side by side on one data set: each method from its own example config (same data, teacher,
 student and schedule; only `method` differs), over several seeds, in one table.
 
-    python scripts/zoo_table.py [--data fashion_mnist] [--seeds 3] [--methods ce,kd,...] [key=value ...]
+    python bench/zoo_table.py [--data fashion_mnist] [--seeds 3] [--methods ce,kd,...] [key=value ...]
 
 Runs go to runs/zoo_<data>/<method>/seed<k> (continued with --resume); the table and a plot to
 runs/zoo_<data>/ and, with --write, into docs/results.md between `<!-- zoo:<data> -->` markers.
@@ -9,22 +9,25 @@ runs/zoo_<data>/ and, with --write, into docs/results.md between `<!-- zoo:<data
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
 from kdforge.compare import compare
-from kdforge.config import load_config
+from kdforge.config import ExperimentConfig, load_config
 from kdforge.fileio import atomic_write_text
 from kdforge.report import markdown_table, plot_comparison
+
+from _report import write_section  # bench/_report.py
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 ZOO = ["ce", "kd", "wsl", "dkd", "fitnet", "at", "sp", "nst", "pkt", "rkd", "vid", "reviewkd", "crd"]  # CRD: slowest
 
 
-def config_for(data: str, method: str) -> Path:
+def example_config(data: str, method: str, overrides: list[str] = ()) -> ExperimentConfig:
+    """`configs/<data>_<method>.yaml`; ce and kd live in the KD config (ce without KD's params)."""
     own = CONFIGS / f"{data}_{method}.yaml"
-    return own if own.exists() else CONFIGS / f"{data}_kd.yaml"  # ce and kd live in the KD config
+    extra = ["method.params={}"] if method == "ce" else []
+    return load_config(own if own.exists() else CONFIGS / f"{data}_kd.yaml", [f"method.name={method}", *extra, *overrides])
 
 
 def main() -> None:
@@ -39,8 +42,7 @@ def main() -> None:
     t0 = time.time()
     rows, teacher_row = [], None
     for method in args.methods.split(","):
-        own = ["method.params={}"] if method == "ce" else []  # ce comes from the KD config, without KD's params
-        cfg = load_config(config_for(args.data, method), [f"method.name={method}", *own, *overrides])
+        cfg = example_config(args.data, method, overrides)
         result = compare(cfg, [method], args.seeds, out / method, resume=args.resume)
         teacher_row = teacher_row or next((r for r in result.rows if r["method"].startswith("teacher")), None)
         rows += [r for r in result.rows if not r["method"].startswith("teacher")]
@@ -51,18 +53,11 @@ def main() -> None:
     plot_comparison(rows, out / "comparison.png", f"method zoo on {args.data}")
     print(table)
     if args.write:
-        body = (f"`python scripts/zoo_table.py --data {args.data} --seeds {args.seeds} {' '.join(overrides)}` "
+        body = (f"`python bench/zoo_table.py --data {args.data} --seeds {args.seeds} {' '.join(overrides)}` "
                 f"({(time.time() - t0) / 60:.0f} min on {time.strftime('%Y-%m-%d')}); every method from "
                 f"`configs/{args.data}_<method>.yaml`, test metrics mean ± std over seeds 0..{args.seeds - 1}.\n\n"
                 + table)
-        path = Path("docs/results.md")
-        start, end = f"<!-- zoo:{args.data} -->", f"<!-- /zoo:{args.data} -->"
-        text = path.read_text()
-        block = f"{start}\n{body}\n{end}"
-        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-        atomic_write_text(path, text)
-
+        write_section(Path("docs/results.md"), args.data, body, tag="zoo")
 
 if __name__ == "__main__":
     main()
