@@ -46,10 +46,7 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
     rows = []
     teacher_logits = TeacherLogits(teacher_logits_dir())  # the teacher's val/test logits, once for every run below
     if cfg.teacher is not None:
-        teacher = prepare_teacher(cfg, bundle)
-        logits = teacher_logits.get(str(teacher_dir(cfg)), teacher, bundle.test, cfg.data.eval_batch_size,
-                                    resolve_device(cfg.train.device))
-        rows.append(aggregate(f"teacher ({cfg.teacher.model.name})", [{"test": classification_metrics(logits, bundle.test.y)}]))
+        rows.append(teacher_row(cfg, bundle, teacher_logits))
     summaries: dict[str, list[dict[str, Any]]] = {}
     for name, method in zip(methods, chosen):
         for seed in range(seeds):
@@ -59,6 +56,15 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
                                                       teacher_logits=teacher_logits))
     rows += [aggregate(name, runs) for name, runs in summaries.items()]
     return _write(out, cfg, rows, summaries)
+
+
+def teacher_row(cfg: ExperimentConfig, bundle: data_mod.DataBundle, teacher_logits: TeacherLogits) -> dict[str, Any]:
+    """The teacher's own test metrics as a table row (its logits memoized in `teacher_logits`)."""
+    assert cfg.teacher is not None
+    teacher = prepare_teacher(cfg, bundle)
+    logits = teacher_logits.get(str(teacher_dir(cfg)), teacher, bundle.test, cfg.data.eval_batch_size,
+                                resolve_device(cfg.train.device))
+    return aggregate(f"teacher ({cfg.teacher.model.name})", [{"test": classification_metrics(logits, bundle.test.y)}])
 
 
 def _write(out: Path, cfg: ExperimentConfig, rows: list[dict[str, Any]],

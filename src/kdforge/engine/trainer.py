@@ -210,8 +210,9 @@ class Trainer:
         names = list(sums)
         if not names:
             return {"loss": 0.0}
-        stacked = [torch.as_tensor(sums[n], dtype=torch.float64) for n in names]
-        stacked += [torch.tensor(float(counts[n]), dtype=torch.float64) for n in names]
+        dev = self.runtime.device  # the sums live where the losses were computed; the counts join them there
+        stacked = [torch.as_tensor(sums[n], dtype=torch.float64, device=dev) for n in names]
+        stacked += [torch.tensor(float(counts[n]), dtype=torch.float64, device=dev) for n in names]
         total = self.runtime.all_reduce(torch.stack(stacked))
         means = {n: float(total[j]) / float(total[len(names) + j]) for j, n in enumerate(names)}
         return {"loss": sum(means[n] for n in loss_names), **means}
