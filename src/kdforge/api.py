@@ -50,6 +50,7 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
     t0 = time.perf_counter()
     runtime = Runtime.from_env(cfg.train.device)
     bundle = bundle or data_mod.build(cfg.data)
+    methods.check_data(cfg.method, bundle)  # bad data for this method fails here, before a teacher is trained
     teacher = prepare_teacher(cfg, bundle) if _wants_teacher(cfg) else None
     seed_everything(cfg.seed)
     student = models.build(cfg.student, bundle.spec, "student")

@@ -43,6 +43,8 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
     chosen = [method_config(cfg, name) for name in methods]
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     bundle = data_mod.build(cfg.data)  # one data set for every run: the split does not depend on the seed
+    for method in chosen:  # every method's data check before the teacher or any run is trained
+        methods_mod.check_data(method, bundle)
     rows = []
     teacher_logits = TeacherLogits(teacher_logits_dir())  # the teacher's val/test logits, once for every run below
     if cfg.teacher is not None:

@@ -26,6 +26,10 @@ class Registry(dict[str, Any]):
 
         return decorator
 
+    def name_of(self, obj: Any) -> str:
+        """The name `obj` was registered under (its class name when it was not registered)."""
+        return next((name for name, entry in self.items() if entry is obj), getattr(obj, "__name__", str(obj)))
+
     def lookup(self, name: str, key_path: str | None = None) -> Any:
         """Return the entry for `name`, or raise a ConfigError naming `key_path` and the allowed values."""
         if name in self:

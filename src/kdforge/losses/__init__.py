@@ -13,6 +13,13 @@ from kdforge.losses.fitnet import hint_loss
 from kdforge.losses.kd import kd_loss
 from kdforge.losses.nst import nst_loss, polynomial_kernel
 from kdforge.losses.pkt import cosine_probabilities, pkt_loss
+from kdforge.losses.pseudo import (
+    confidence_mask,
+    forward_corrected_loss,
+    hard_pseudo_label_loss,
+    thresholded_pseudo_label_loss,
+    transition_matrix,
+)
 from kdforge.losses.reviewkd import hcl_loss
 from kdforge.losses.rkd import (
     angle_potential,
@@ -22,6 +29,16 @@ from kdforge.losses.rkd import (
     rkd_distance_loss,
     rkd_loss,
 )
+from kdforge.losses.slam import (
+    choose_k,
+    fit_isotonic,
+    isotonic_predict,
+    slam_loss,
+    slam_mix,
+    teacher_confidence,
+    top_k_accuracy_curve,
+    top_k_mask,
+)
 from kdforge.losses.sp import similarity_matrix, sp_loss
 from kdforge.losses.vid import vid_log_scale_init, vid_nll, vid_variance
 from kdforge.losses.wsl import wsl_loss, wsl_weights
@@ -30,15 +47,21 @@ __all__ = [
     "angle_potential",
     "at_loss",
     "attention_map",
+    "choose_k",
+    "confidence_mask",
     "cosine_probabilities",
     "crd_nce_loss",
     "crd_scores",
     "distance_potential",
     "dkd_loss",
     "dkd_terms",
+    "fit_isotonic",
+    "forward_corrected_loss",
     "hard_cross_entropy",
+    "hard_pseudo_label_loss",
     "hcl_loss",
     "hint_loss",
+    "isotonic_predict",
     "kd_loss",
     "kl_div_with_temperature",
     "nst_loss",
@@ -50,9 +73,16 @@ __all__ = [
     "rkd_distance_loss",
     "rkd_loss",
     "similarity_matrix",
+    "slam_loss",
+    "slam_mix",
     "soft_cross_entropy",
     "soft_targets",
     "sp_loss",
+    "teacher_confidence",
+    "thresholded_pseudo_label_loss",
+    "top_k_accuracy_curve",
+    "top_k_mask",
+    "transition_matrix",
     "vid_log_scale_init",
     "vid_nll",
     "vid_variance",

@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from kdforge.data.types import Batch, DataSpec, Split
+from kdforge.data.types import Batch, DataBundle, DataSpec, Split
 from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.engine.optim import build_optimizer, build_scheduler
 from kdforge.errors import at_key
@@ -91,6 +91,12 @@ class Method(nn.Module):
 
     def forward(self, *inputs: Tensor) -> Tensor:
         return self.student(*inputs)
+
+    @classmethod
+    def check_data(cls, params: MethodParams, data: DataBundle) -> None:
+        """Raise a ConfigError when `data` cannot serve this method (no unlabeled part, a validation split too
+        small to calibrate on). The API calls it right after the data is built, before any teacher or student
+        is trained, so bad input costs nothing."""
 
     # ---- what simple methods write ------------------------------------------------------------------------
     def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from kdforge.config.options import validate_options
+from kdforge.data.types import DataBundle
 from kdforge.errors import ConfigError
 from kdforge.methods.base import Method, MethodParams, Setup
 from kdforge.registry import METHODS
@@ -27,6 +28,12 @@ def check_teacher(cfg: MethodConfig, has_teacher: bool) -> None:
     method: type[Method] = METHODS.lookup(cfg.name, "method.name")
     if method.needs_teacher and not has_teacher:
         raise ConfigError(f"method {cfg.name!r} needs a teacher: add a teacher section (checkpoint or recipe)")
+
+
+def check_data(cfg: MethodConfig, data: DataBundle) -> None:
+    """The method's own check of the data (`Method.check_data`), before anything is trained."""
+    method: type[Method] = METHODS.lookup(cfg.name, "method.name")
+    method.check_data(validate_params(cfg), data)
 
 
 def build(cfg: MethodConfig, student: nn.Module, teacher: TeacherSource | None, setup: Setup) -> Method:
