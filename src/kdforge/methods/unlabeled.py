@@ -59,7 +59,7 @@ class UnlabeledMethod(Method):
                               "data.label_budget.labeled (e.g. 0.05) to keep only some labels")
         if cls.calibrates:
             assert isinstance(params, CalibratedParams)
-            require_validation(data, params.min_val_samples, f"method {name!r}'s {cls.calibration_target}")
+            require_validation(data, params.min_val_samples, f"{cls.calibration_target} of method {name!r}")
 
     def unlabeled_loss(self, student_logits: Tensor, teacher_logits: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """(the loss on one unlabeled batch, per-step metrics to average over the epoch)."""
@@ -125,7 +125,8 @@ class UnlabeledMethod(Method):
 def require_validation(data: DataBundle, minimum: int, what: str) -> None:
     """A ConfigError unless `data` has a labeled validation split, distinct from test, of `minimum` samples."""
     if data.val is None or data.val.y is None:
-        raise ConfigError(f"{what} is fitted on labeled validation data, and there is none: set data.val_fraction")
+        raise ConfigError(f"{what} is fitted on labeled validation data, and there is none: set data.val_fraction "
+                          "above 0")
     if data.val is data.test:
         raise ConfigError(f"{what} is fitted on validation data, but data.val_fraction=0 makes the test split the "
                           "validation split; set data.val_fraction above 0")
@@ -185,7 +186,7 @@ class ForwardCorrection(UnlabeledMethod):
     Params: ClassVar[type[MethodParams]] = ForwardParams
     params: ForwardParams
     calibrates: ClassVar[bool] = True
-    calibration_target: ClassVar[str] = "transition matrix"
+    calibration_target: ClassVar[str] = "the transition matrix"
 
     def calibrate(self, val_logits: Tensor, val_labels: Tensor) -> dict[str, float]:
         self.transition = transition_matrix(val_labels, val_logits.argmax(1), val_logits.shape[1],

@@ -1,0 +1,120 @@
+"""Distillation with unlabeled examples (slam and its baselines): data checks before training, one real step on
+digits under a label budget, SLaM's calibration, and the teacher's pseudo-label accuracy logged from hidden labels."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from kdforge.config.schema import AugmentConfig, DataConfig, MethodConfig, RecipeConfig
+from kdforge.data import build as build_data
+from kdforge.engine.contract import Plan, StepContext
+from kdforge.engine.runtime import Runtime
+from kdforge.errors import ConfigError
+from kdforge.losses import fit_isotonic, teacher_confidence
+from kdforge.methods import Setup, build, check_data
+from kdforge.teachers.live import LiveTeacher
+
+UNLABELED = ["pseudo_soft", "pseudo_hard", "pseudo_threshold", "forward_correction", "slam"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return build_data(DataConfig(name="digits", val_fraction=0.3, label_budget={"labeled": 0.1, "seed": 0}))
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def log(self, event: str, step: int, **values: float) -> None:
+        self.records.append({"event": event, **values})
+
+
+def _teacher(data) -> nn.Module:
+    """A linear teacher fitted for a few steps on the labeled part: better than chance, far from perfect."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x, y = data.train.x.flatten(1), data.train.y
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model
+
+
+def _step(name: str, data, teacher: nn.Module, params: dict | None = None):
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    method = build(MethodConfig(name=name, params=params or {}), student, LiveTeacher(teacher),
+                   Setup.for_data(data.spec, data.train))
+    plan = Plan(RecipeConfig(), 1, 1)
+    recorder = _Recorder()
+    ctx = StepContext(plan=plan, data=data, runtime=Runtime.from_env("cpu"),
+                      optimizers=method.configure_optimizers(plan), logger=recorder,  # type: ignore[arg-type]
+                      augment=AugmentConfig(), batch_size=32)
+    before = [p.detach().clone() for p in student.parameters()]
+    batch = next(iter(ctx.loader("train").epoch(0)))
+    out = method.training_step(batch, ctx)
+    moved = any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+    return method, out, recorder.records, moved
+
+
+@pytest.mark.parametrize("name", UNLABELED)
+def test_one_step_trains_on_labeled_and_unlabeled_batches_and_logs_pseudo_label_accuracy(name, digits) -> None:
+    teacher = _teacher(digits)
+    method, out, records, moved = _step(name, digits, teacher, {"unlabeled_batches": 2})
+    assert set(out.terms) == {"ce", "unlabeled"} and all(torch.isfinite(v) for v in out.terms.values())
+    assert moved
+    truth = digits.unlabeled.hidden_y
+    with torch.no_grad():
+        expected = teacher(digits.unlabeled.x).argmax(1).eq(truth).float().mean().item()
+    (logged,) = [r for r in records if r["event"] == "method"]
+    assert logged["teacher_pseudo_label_acc"] == pytest.approx(expected, abs=1e-6)
+    assert 0 <= float(out.metrics["pseudo_label_acc"]) <= 1
+
+
+def test_slam_calibrates_alpha_and_k_on_validation(digits) -> None:
+    teacher = _teacher(digits)
+    method, out, records, _ = _step("slam", digits, teacher, {"topk_target": 0.95})
+    with torch.no_grad():
+        val_logits = teacher(digits.val.x)
+    correct = val_logits.argmax(1).eq(digits.val.y).float()
+    knots = fit_isotonic(teacher_confidence(val_logits), correct)
+    assert all(torch.equal(a, b) for a, b in zip(method.knots, knots))
+    ranks = (val_logits > val_logits.gather(1, digits.val.y[:, None])).sum(1)
+    k = next(k for k in range(2, 11) if (ranks < k).float().mean() >= 0.95)
+    assert method.k == k
+    assert (method.knots[1].diff() >= 0).all()  # α is monotone in the teacher's margin
+    # The logged α is the batch mean of the fitted function on the teacher's margins: between its end values.
+    assert float(knots[1][0]) <= float(out.metrics["alpha"]) <= float(knots[1][-1])
+    (logged,) = [r for r in records if r["event"] == "method"]
+    assert logged["slam_k"] == k and logged["teacher_val_top1"] == pytest.approx(correct.mean().item(), abs=1e-6)
+
+
+def test_forward_correction_estimates_the_teachers_confusion_on_validation(digits) -> None:
+    teacher = _teacher(digits)
+    method, _, _, _ = _step("forward_correction", digits, teacher, {"smoothing": 0.0})
+    with torch.no_grad():
+        pred = teacher(digits.val.x).argmax(1)
+    for c in range(10):
+        rows = digits.val.y == c
+        assert torch.allclose(method.transition[c], torch.bincount(pred[rows], minlength=10).float() / rows.sum())
+
+
+@pytest.mark.parametrize("name", UNLABELED)
+def test_unlabeled_methods_need_a_label_budget(name) -> None:
+    with pytest.raises(ConfigError, match=rf"method '{name}' distills on unlabeled examples.*data.label_budget"):
+        check_data(MethodConfig(name=name), build_data(DataConfig(name="digits")))
+
+
+@pytest.mark.parametrize("name", ["slam", "forward_correction"])
+def test_calibrating_methods_refuse_a_small_or_test_validation_split(name) -> None:
+    small = build_data(DataConfig(name="digits", val_fraction=0.02, label_budget={"labeled": 0.1}))  # 29 samples
+    with pytest.raises(ConfigError, match=r"validation split has 29 labeled samples, too few .*min_val_samples=50"):
+        check_data(MethodConfig(name=name), small)
+    check_data(MethodConfig(name=name, params={"min_val_samples": 29}), small)
+    on_test = build_data(DataConfig(name="digits", val_fraction=0, label_budget={"labeled": 0.1}))
+    with pytest.raises(ConfigError, match="data.val_fraction=0 makes the test split the validation split"):
+        check_data(MethodConfig(name=name), on_test)
