@@ -39,7 +39,7 @@ def test_config_runs_on_a_sliver(path, tmp_path, monkeypatch):
     if cfg.data.name not in OWN_VALIDATION:
         overrides.append("data.val_fraction=0.25")
     if cfg.data.label_budget is not None:  # a sliver's rarest class needs a larger share to keep one label
-        overrides.append("data.label_budget.labeled=0.3")
+        overrides.append("data.label_budget.labeled=0.5")
     if cfg.teacher is not None:
         overrides += ["teacher.recipe.train.epochs=1", "teacher.recipe.train.progress=false",
                       f"teacher.store_dir={tmp_path / 'teachers'}"]
