@@ -74,21 +74,25 @@ class UnlabeledMethod(Method):
             self._prepare(ctx)
         p = self.params
         logits = batch.forward(self.student)
-        terms = {"ce": p.labeled_weight * self.hard_loss(logits, batch)}
-        total: Tensor | float = 0.0
-        sums: dict[str, Tensor] = {}
-        for _ in range(p.unlabeled_batches):
-            unlabeled = ctx.next_batch("unlabeled")
-            teacher_logits = self.teacher_outputs(unlabeled).logits
-            loss, metrics = self.unlabeled_loss(unlabeled.forward(self.student), teacher_logits)
-            total = total + loss
-            metrics.update(self._pseudo_label_hits(unlabeled, teacher_logits, ctx))
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0) + v.detach()
-        terms["unlabeled"] = p.unlabeled_weight * total / p.unlabeled_batches  # type: ignore[assignment]
-        ctx.optimize(sum(terms.values()))  # type: ignore[arg-type]
-        return StepOutput(terms=terms, logits=logits,
-                          metrics={k: v / p.unlabeled_batches for k, v in sums.items()})
+        ce = self.hard_loss(logits, batch)
+        unlabeled, metrics = self._unlabeled_pass(ctx)
+        terms = {"ce": p.labeled_weight * ce, "unlabeled": p.unlabeled_weight * unlabeled}
+        ctx.optimize(terms["ce"] + terms["unlabeled"])
+        return StepOutput(terms=terms, logits=logits, metrics=metrics)
+
+    def _unlabeled_pass(self, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss and the metrics averaged over `unlabeled_batches` batches of the unlabeled stream."""
+        n = self.params.unlabeled_batches
+        losses: list[Tensor] = []
+        metrics: dict[str, Tensor] = {}
+        for _ in range(n):
+            batch = ctx.next_batch("unlabeled")
+            teacher_logits = self.teacher_outputs(batch).logits
+            loss, step_metrics = self.unlabeled_loss(batch.forward(self.student), teacher_logits)
+            losses.append(loss)
+            for k, v in {**step_metrics, **self._pseudo_label_hits(batch, teacher_logits, ctx)}.items():
+                metrics[k] = metrics.get(k, 0) + v.detach()
+        return sum(losses) / n, {k: v / n for k, v in metrics.items()}  # type: ignore[return-value]
 
     # ---- helpers ------------------------------------------------------------------------------------------
     def _prepare(self, ctx: StepContext) -> None:
