@@ -97,13 +97,13 @@ def _epochs(run_dir: Path) -> list[dict[str, Any]]:
 
 def learning_curves(groups: dict[str, list[Path]]) -> str:
     """Training loss and validation top-1 per epoch, one line per group (the mean over its runs)."""
+    found = {label: [r for r in (_epochs(d) for d in dirs) if r] for label, dirs in groups.items()}
+    found = {label: runs for label, runs in found.items() if runs}
+    if not found:
+        return '<p class="muted">no metrics.jsonl found in the run folders</p>'
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for i, (label, dirs) in enumerate(groups.items()):
-        runs = [_epochs(d) for d in dirs]
-        runs = [r for r in runs if r]
-        if not runs:
-            continue
+    for i, (label, runs) in enumerate(found.items()):
         n = min(len(r) for r in runs)
         ax1.plot(range(1, n + 1), [sum(r[e]["loss"] for r in runs) / len(runs) for e in range(n)],
                  color=COLORS[i % len(COLORS)], label=label)
