@@ -89,6 +89,8 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     gv.add_argument("--lambdas", type=_floats, default=[i / 10 for i in range(11)])
     gv.add_argument("--batches", type=int, default=200, help="mini-batches the variance is estimated over")
     gv.add_argument("--temperature", type=float, default=1.0, help="KD temperature (the paper's code: 1)")
+    gv.add_argument("--student", type=Path, action="append", default=[],
+                    help="also measure this saved student (model or run folder); repeatable")
     lin = an_sub.add_parser("linear", help="the linear experiment: measured vs predicted gradient variance")
     lin.add_argument("--lambdas", type=_floats, default=[i / 20 for i in range(21)])
     lin.add_argument("--batches", type=int, default=2000)
@@ -112,7 +114,8 @@ def _analyze(args: argparse.Namespace) -> None:
                                   overwrite=args.overwrite)
     else:
         study.grad_variance_study(load_config(args.config, args.overrides), args.lambdas, args.batches,
-                                  args.temperature, args.out, resume=args.resume, overwrite=args.overwrite)
+                                  args.temperature, args.out, resume=args.resume, overwrite=args.overwrite,
+                                  students=args.student)
     print(f"written to {args.out}/analysis.json; see it with: kdforge report {args.out} --out report.html")
 
 

@@ -77,9 +77,20 @@ def test_bias_variance_end_to_end_resume_and_report(tmp_path, capsys, monkeypatc
     # without --resume the finished runs are refused, not silently replaced
     assert main(argv) == 2 and "resume" in capsys.readouterr().err
 
+    gv = tmp_path / "gv"
+    assert main(["analyze", "grad-variance", str(_config(tmp_path)), *TINY, "--batches", "20", "--lambdas",
+                 "0,0.5,1", "--student", str(member), "--out", str(gv)]) == 0
+    curves = json.loads((gv / "analysis.json").read_text())["curves"]
+    assert list(curves) == ["initialization", "trained alone (2 epochs)", "r0p1"]
+    for c in curves.values():  # the measured minimum over the grid is never below the parabola's floor
+        assert min(c["variance"]) >= c["floor"] * (1 - 1e-6) and c["variance"][0] > 0
+    assert main(["analyze", "grad-variance", str(_config(tmp_path)), *TINY, "--student", str(tmp_path),
+                 "--out", str(gv), "--resume"]) == 2
+    assert "--student" in capsys.readouterr().err
+
     assert main(["analyze", "linear", "--batches", "50", "--out", str(tmp_path / "lin")]) == 0
     page = tmp_path / "report.html"
-    assert main(["report", str(out), str(tmp_path / "lin"), str(member), "--out", str(page)]) == 0
+    assert main(["report", str(out), str(gv), str(tmp_path / "lin"), str(member), "--out", str(page)]) == 0
     text = page.read_text()
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert len(images) >= 6 and all(len(i) > 1000 for i in images)

@@ -7,6 +7,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -232,15 +233,30 @@ def _network_gradients(student: torch.nn.Module, teacher: torch.nn.Module, bundl
     return batch_gradients(student, chosen, terms)
 
 
+def _load_student(path: Path, bundle: DataBundle) -> torch.nn.Module:
+    """A saved model folder, or a run folder's `student/`, checked against the data it is measured on."""
+    folder = path / "student" if (path / "student" / "model.json").exists() else path
+    if not (folder / "model.json").exists():
+        raise ConfigError(f"--student {path}: no model.json there or in its student/ folder; give a saved model or "
+                          "a finished run folder")
+    model, _, spec, _ = models.load_model_with_info(folder)
+    if spec != bundle.spec:
+        raise ConfigError(f"--student {path} was trained on {spec}, but the config's data is {bundle.spec}")
+    return model
+
+
 def grad_variance_study(cfg: ExperimentConfig, lambdas: list[float], batches: int, temperature: float, out: Path,
-                        resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Gradient variance of (1 - lam) CE + lam KD over mini-batches, for the student at initialization and after
-    training alone (method ce, through `api.run`), with the control-variate optimum of each curve."""
+                        resume: bool = False, overwrite: bool = False,
+                        students: Sequence[Path] = ()) -> dict[str, Any]:
+    """Gradient variance of (1 - lam) CE + lam KD over mini-batches, for the student at initialization, after
+    training alone (method ce, through `api.run`) and at any saved `students` (model or run folders: checkpoints
+    of other runs), with the control-variate optimum of each curve."""
     if cfg.teacher is None:
         raise ConfigError("grad-variance needs a teacher section in the config")
     if batches < 2 or not lambdas:
         raise ConfigError("grad-variance needs --batches >= 2 and at least one --lambdas value")
     bundle = data_mod.build(cfg.data)
+    saved = {p.name if p.name != "student" else p.parent.name: _load_student(p, bundle) for p in students}
     teacher = prepare_teacher(cfg, bundle)
     run_dir = out / "student_ce"
     done = resume and (run_dir / "summary.json").exists()
@@ -252,6 +268,7 @@ def grad_variance_study(cfg: ExperimentConfig, lambdas: list[float], batches: in
         run(cfg.model_copy(update={"method": MethodConfig(name="ce"), "output_dir": str(run_dir)}), resume=resume,
             overwrite=overwrite, bundle=bundle)
     checkpoints[f"trained alone ({cfg.train.epochs} epochs)"] = models.load_model(run_dir / "student")
+    checkpoints.update(saved)  # loaded and checked before anything trained
     curves = {}
     for name, student in checkpoints.items():
         a, d = _network_gradients(student, teacher, bundle, batches, cfg.data.batch_size, temperature, cfg.seed)
