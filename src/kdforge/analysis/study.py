@@ -113,6 +113,10 @@ def estimate_seconds(cfg: ExperimentConfig, bundle: DataBundle, teacher: torch.n
                      for kd, n in runs)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def _member_logits(run_dir: Path, bundle: DataBundle, cfg: ExperimentConfig) -> Tensor:
     student = models.load_model(run_dir / "student")
     return predict(student, bundle.test, cfg.data.eval_batch_size, resolve_device(cfg.train.device))
@@ -186,7 +190,7 @@ def bias_variance_study(cfg: ExperimentConfig, variants: list[Variant], parts: i
     todo = [(v.method.name != "ce", len(index[p])) for v, r, p in jobs
             if not (resume and (out / _slug(v.label) / f"r{r}p{p}" / "summary.json").exists())]
     est = estimate_seconds(cfg, bundle, teacher, todo)
-    print(f"bias-variance: {len(jobs)} trainings ({len(todo)} to run), about {est / 60:.1f} min on this machine",
+    print(f"bias-variance: {len(jobs)} trainings ({len(todo)} to run), about {_duration(est)} on this machine",
           flush=True)
     spec = {"parts": parts, "bootstrap": bootstrap, "seed": PART_SEED}
     results, labels = [], bundle.test.y
@@ -261,7 +265,8 @@ def grad_variance_study(cfg: ExperimentConfig, lambdas: list[float], batches: in
     run_dir = out / "student_ce"
     done = resume and (run_dir / "summary.json").exists()
     est = 0.0 if done else estimate_seconds(cfg, bundle, None, [(False, len(bundle.train))])
-    print(f"grad-variance: 1 training (about {est / 60:.1f} min), then {2 * batches} x 2 gradients", flush=True)
+    print(f"grad-variance: {0 if done else 1} training (about {_duration(est)}), then {len(saved) + 2} x {batches} "
+          "x 2 gradients", flush=True)
     seed_everything(cfg.seed)
     checkpoints = {"initialization": models.build(cfg.student, bundle.spec, "student")}
     if not done:
