@@ -27,7 +27,7 @@ section{background:#fff;border-radius:8px;padding:18px 26px;margin:22px 0;box-sh
 h2{margin-top:4px;font-size:21px;border-bottom:2px solid #e4e7ee;padding-bottom:6px}h3{font-size:16px;margin:18px 0 6px}
 p.note{color:#555e70;font-size:14px;line-height:1.5;max-width:900px}
 table{border-collapse:collapse;margin:10px 0;font-size:14px}
-th,td{padding:6px 12px;border-bottom:1px solid #e4e7ee;text-align:right}th{background:#f0f2f7}
+th,td{padding:6px 12px;white-space:nowrap;border-bottom:1px solid #e4e7ee;text-align:right}th{background:#f0f2f7}
 td:first-child,th:first-child{text-align:left}tr:hover td{background:#fafbfd}
 img{max-width:100%;display:block;margin:10px 0}.muted{color:#8a92a3;font-size:12px}
 """
@@ -80,6 +80,12 @@ def _pm(value: Any, scale: float = 1.0, digits: int = 3) -> str:
     if isinstance(value, (list, tuple)):
         return f"{value[0] * scale:.{digits}f} ± {value[1] * scale:.{digits}f}"
     return f"{value * scale:.{digits}f}"
+
+
+def _located(recorded: str, inside: Path) -> Path:
+    """A run folder as recorded (relative to where the study ran), else where it sits inside the study's folder:
+    the report may be written from another directory, or of a folder that was moved."""
+    return Path(recorded) if Path(recorded).exists() else inside
 
 
 # ---- learning curves ----------------------------------------------------------------------------------------
@@ -140,7 +146,8 @@ def _compare_section(path: Path) -> tuple[str, str]:
     buf = io.BytesIO()
     plot_comparison(rows, buf, path.name)  # type: ignore[arg-type]  # savefig takes a file object as well
     img = f'<img alt="comparison" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-    groups = {name: [Path(s["run_dir"]) for s in runs] for name, runs in results.get("runs", {}).items()}
+    groups = {name: [_located(s["run_dir"], path / name / f'seed{s["seed"]}') for s in runs]
+              for name, runs in results.get("runs", {}).items()}
     body = ('<p class="note">Test metrics, mean ± std over seeds; bars show ±1 std.</p>' + _table(head, table) + img
             + "<h3>Learning curves (mean over seeds)</h3>" + learning_curves(groups))
     return f"Comparison {path.name}", body
@@ -223,7 +230,8 @@ def _bias_variance_section(path: Path, r: dict[str, Any]) -> tuple[str, str]:
                     "temperature.</p>" + _png(fig))
     panels = ([("teacher", r["teacher"]["reliability"], r["teacher"]["ece"])] if "teacher" in r else []) + \
         [(v["label"], v["reliability"], v["ece"][0]) for v in vs]
-    groups = {v["label"]: [Path(m["run_dir"]) for m in v["members"]] for v in vs}
+    groups = {v["label"]: [_located(m["run_dir"], path / Path(m["run_dir"]).parent.name / Path(m["run_dir"]).name)
+                           for m in v["members"]] for v in vs}
     body = (intro + table + bars + quad_html + reg_html
             + "<h3>Reliability diagrams (test, all members pooled)</h3>" + reliability_diagrams(panels)
             + "<h3>Learning curves (mean over members)</h3>" + learning_curves(groups))
