@@ -52,3 +52,33 @@ def test_closed_form_matches_monte_carlo(step: int) -> None:
     for p, m in zip(predicted.variance, measured.variance):
         assert m == pytest.approx(p, rel=0.1)
     assert measured.lam_star == pytest.approx(predicted.lam_star, abs=0.05)
+
+
+def test_batch_gradients_give_the_gradient_of_the_weighted_loss() -> None:
+    from kdforge.analysis.grad_variance import batch_gradients
+    from kdforge.losses import hard_cross_entropy, kd_loss
+
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
+    batches = [(torch.randn(8, 6), torch.randint(0, 4, (8,))) for _ in range(3)]
+
+    def terms(batch):
+        x, y = batch
+        logits = student(x)
+        return hard_cross_entropy(logits, y), kd_loss(logits, teacher(x).detach(), 4.0)
+
+    a, d = batch_gradients(student, batches, terms)
+    lam = 0.3
+    for k, batch in enumerate(batches):
+        ce, kd = terms(batch)
+        student.zero_grad()
+        ((1 - lam) * ce + lam * kd).backward()
+        direct = torch.cat([student.weight.grad.reshape(-1), student.bias.grad])
+        torch.testing.assert_close(a[k] + lam * d[k], direct)
+    # the linear softmax case at T = 1: d is minus the teacher's own CE gradient on the batch (the paper's form)
+    x, y = batches[0]
+    a1, d1 = batch_gradients(student, [batches[0]], lambda b: (hard_cross_entropy(student(x), y),
+                                                               kd_loss(student(x), teacher(x).detach(), 1.0)))
+    teacher.zero_grad()
+    hard_cross_entropy(teacher(x), y).backward()
+    torch.testing.assert_close(d1[0], -torch.cat([teacher.weight.grad.reshape(-1), teacher.bias.grad]))
