@@ -238,28 +238,44 @@ def _bias_variance_section(path: Path, r: dict[str, Any]) -> tuple[str, str]:
     return f"Bias and variance: {r['name']} ({path.name})", body
 
 
+def _inside(lambdas: Sequence[float], lam: float) -> bool:
+    return min(lambdas) <= lam <= max(lambdas)
+
+
+def _mark_optimum(ax: Any, lambdas: Sequence[float], lam: float, name: str, color: str, style: str) -> None:
+    """A vertical line at the optimum when it lies in the sweep; otherwise only a legend entry saying where it is
+    (a flat curve puts it far away, and a line there would squash the plot)."""
+    if _inside(lambdas, lam):
+        ax.axvline(lam, color=color, ls=style, label=f"{name} {lam:.2f}")
+    else:
+        ax.plot([], [], ls=style, color=color, label=f"{name} {lam:.3g} (outside the sweep)")
+
+
 def _grad_variance_section(path: Path, r: dict[str, Any]) -> tuple[str, str]:
     plt = _plt()
     curves = r["curves"]
+    linear = any("predicted" in c for c in curves.values())
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     rows = []
     for ax, (name, c) in zip(axes[0], curves.items()):
         ax.plot(c["lambdas"], c["variance"], "o-", ms=3, color=COLORS[0], label="measured")
         if "predicted" in c:
             ax.plot(c["lambdas"], c["predicted"], "-", color=COLORS[1], label="predicted (closed form)")
-            ax.axvline(c["predicted_lam_star"], color=COLORS[1], ls=":", label=f'predicted λ* {c["predicted_lam_star"]:.2f}')
-        ax.axvline(c["lam_star"], color=COLORS[3], ls="--", label=f'λ* {c["lam_star"]:.2f}')
-        ax.axhline(c["floor"], color="#999", ls="--", lw=1, label="floor")
+            _mark_optimum(ax, c["lambdas"], c["predicted_lam_star"], "predicted λ*", COLORS[1], ":")
+        _mark_optimum(ax, c["lambdas"], c["lam_star"], "λ*", COLORS[3], "--")
+        if _inside(c["lambdas"], c["lam_star"]):
+            ax.axhline(c["floor"], color="#999", ls="--", lw=1, label=f'floor {c["floor"]:.3g}')
         ax.set(title=name, xlabel="λ (weight of the KD term)", ylabel="gradient variance")
         ax.legend(fontsize=7)
         rows.append([name, f'{c["variance"][0]:.4g}', f'{min(c["variance"]):.4g}', f'{c["lam_star"]:.3f}',
                      f'{c["floor"]:.4g}', f'{c["floor"] / c["variance"][0] * 100:.1f}' if c["variance"][0] else "–"]
                     + ([f'{c["predicted_lam_star"]:.3f}'] if "predicted" in c else []))
     head = ["checkpoint", "Var at λ=0", "min measured", "λ* (from the batches)", "floor", "floor / Var(0) %"]
-    if any("predicted" in c for c in curves.values()):
+    if linear:
         head.append("λ* predicted")
+    loss = "(1-λ)·½(x·w-y)² + λ·½(x·w-x·w_t)²" if linear else f'(1-λ)·CE + λ·T²·KL at T = {r.get("temperature", 1)}'
     intro = (f'<p class="note">{html.escape(r["data"])}: student {r["student"]}, teacher {html.escape(r["teacher"])}; '
-             f'variance (trace of the covariance) of the gradient of (1-λ)·CE + λ·KD over {r["batches"]} mini-batches '
+             f'variance (trace of the covariance) of the gradient of {loss} over {r["batches"]} mini-batches '
              f'of {r["batch_size"]}. Safaryan et al. 2023: KD acts as a control variate, so the variance falls to a '
              "floor at λ* and rises again; the floor is above zero unless the teacher is perfect.</p>")
     return f"Gradient variance: {r['name']} ({path.name})", intro + _table(head, rows) + _png(fig)
