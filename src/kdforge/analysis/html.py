@@ -15,6 +15,7 @@ from kdforge.errors import ConfigError
 from kdforge.fileio import atomic_write_text
 from kdforge.report import COLUMNS
 
+TEACHER_COLOR = "#555555"
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1f2430}
@@ -26,8 +27,9 @@ nav a{margin-right:18px;color:#3355aa;text-decoration:none;font-size:14px}
 section{background:#fff;border-radius:8px;padding:18px 26px;margin:22px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
 h2{margin-top:4px;font-size:21px;border-bottom:2px solid #e4e7ee;padding-bottom:6px}h3{font-size:16px;margin:18px 0 6px}
 p.note{color:#555e70;font-size:14px;line-height:1.5;max-width:900px}
-table{border-collapse:collapse;margin:10px 0;font-size:14px}
-th,td{padding:6px 12px;white-space:nowrap;border-bottom:1px solid #e4e7ee;text-align:right}th{background:#f0f2f7}
+.scroll{overflow-x:auto}table{border-collapse:collapse;margin:10px 0;font-size:13px}
+th,td{padding:6px 9px;border-bottom:1px solid #e4e7ee;text-align:right}td{white-space:nowrap}
+th{background:#f0f2f7;vertical-align:bottom}
 td:first-child,th:first-child{text-align:left}tr:hover td{background:#fafbfd}
 img{max-width:100%;display:block;margin:10px 0}.muted{color:#8a92a3;font-size:12px}
 """
@@ -70,8 +72,8 @@ def _epoch_axis(*axes: Any) -> None:
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = _cells
-    return (f"<table><tr>{cells(head, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows)
-            + "</table>")
+    return (f"<div class=\"scroll\"><table><tr>{cells(head, 'th')}</tr>"
+            + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows) + "</table></div>")
 
 
 def _pm(value: Any, scale: float = 1.0, digits: int = 3) -> str:
@@ -164,11 +166,12 @@ def _reliability(ax: Any, bins: dict[str, list[float]], label: str, color: str) 
     ax.set(xlim=(0, 1), ylim=(0, 1), title=label, xlabel="confidence")
 
 
-def reliability_diagrams(panels: list[tuple[str, dict[str, list[float]], float]]) -> str:
+def reliability_diagrams(panels: list[tuple[str, dict[str, list[float]], float, str]]) -> str:
+    """One reliability diagram per (label, bins, ECE, colour), side by side."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
-    for i, (label, bins, ece) in enumerate(panels):
-        _reliability(axes[0][i], bins, f"{label}\nECE {ece * 100:.1f}%", COLORS[i % len(COLORS)])
+    for i, (label, bins, ece, color) in enumerate(panels):
+        _reliability(axes[0][i], bins, f"{label}\nECE {ece * 100:.1f}%", color)
     axes[0][0].set_ylabel("accuracy")
     return _png(fig)
 
@@ -210,11 +213,11 @@ def _bias_variance_section(path: Path, r: dict[str, Any]) -> tuple[str, str]:
                  "reference (Zhou et al. 2021, Sec. 3: soft labels trade bias for variance sample by sample).</p>"
                  + _table(["method", "bias ↑ var ↓", "bias ↑ var ↑", "bias ↓ var ↓", "bias ↓ var ↑"], quad)
                  if quad else "")
-    reg = [v for v in vs if v["reg_fraction_per_epoch"]]
+    reg = [(i, v) for i, v in enumerate(vs) if v["reg_fraction_per_epoch"]]  # i keeps each method's colour
     reg_html = ""
     if reg:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
-        for i, v in enumerate(reg):
+        for i, v in reg:
             curve = v["reg_fraction_per_epoch"]
             ax1.plot(range(1, len(curve) + 1), [c * 100 for c in curve], color=COLORS[i % len(COLORS)],
                      label=v["label"])
@@ -228,8 +231,9 @@ def _bias_variance_section(path: Path, r: dict[str, Any]) -> tuple[str, str]:
                     "fits the label better than the teacher at the distillation temperature (counted by KD and WSL "
                     "every epoch); Zhou et al. report that more of them goes with lower accuracy at a fixed "
                     "temperature.</p>" + _png(fig))
-    panels = ([("teacher", r["teacher"]["reliability"], r["teacher"]["ece"])] if "teacher" in r else []) + \
-        [(v["label"], v["reliability"], v["ece"][0]) for v in vs]
+    panels = [(v["label"], v["reliability"], v["ece"][0], COLORS[i % len(COLORS)]) for i, v in enumerate(vs)]
+    if "teacher" in r:
+        panels.insert(0, ("teacher", r["teacher"]["reliability"], r["teacher"]["ece"], TEACHER_COLOR))
     groups = {v["label"]: [_located(m["run_dir"], path / Path(m["run_dir"]).parent.name / Path(m["run_dir"]).name)
                            for m in v["members"]] for v in vs}
     body = (intro + table + bars + quad_html + reg_html
