@@ -32,7 +32,7 @@ from kdforge.engine.metrics import classification_metrics, predict, reliability_
 from kdforge.errors import ConfigError
 from kdforge.fileio import atomic_write_text
 from kdforge.losses import hard_cross_entropy, kd_loss
-from kdforge.methods import validate_params
+from kdforge.methods import METHODS, validate_params
 from kdforge.report import mean_std
 
 PART_SEED = 1234  # the ensemble's partition of the training split: fixed, so every method sees the same parts
@@ -187,7 +187,7 @@ def bias_variance_study(cfg: ExperimentConfig, variants: list[Variant], parts: i
     index = ensemble_parts(len(bundle.train), parts, bootstrap)
     teacher = prepare_teacher(cfg, bundle) if cfg.teacher is not None else None  # on the whole training split
     jobs = [(v, r, p) for v in variants for r in range(repeats) for p in range(parts)]
-    todo = [(v.method.name != "ce", len(index[p])) for v, r, p in jobs
+    todo = [(METHODS[v.method.name].needs_teacher, len(index[p])) for v, r, p in jobs
             if not (resume and (out / _slug(v.label) / f"r{r}p{p}" / "summary.json").exists())]
     est = estimate_seconds(cfg, bundle, teacher, todo)
     print(f"bias-variance: {len(jobs)} trainings ({len(todo)} to run), about {_duration(est)} on this machine",
