@@ -50,8 +50,9 @@ def page(tmp_path_factory) -> Path:
 def test_page_is_self_contained_with_every_plot(page: Path) -> None:
     text = page.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    # bias/variance bars, regularization samples, reliability diagrams, gradient variance (no run folders)
-    assert len(images) == 4
+    # bias/variance bars, per-sample shifts, regularization samples, reliability diagrams, gradient variance
+    # (no learning curves: the synthetic members have no run folders)
+    assert len(images) == 5
     assert not re.search(r'(src|href)="(?!data:|#)', text)
     assert "bias ↑ var ↓" in text and "λ* predicted" in text
 
@@ -78,4 +79,4 @@ def test_page_loads_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     found = re.search(r'data-probe="([^"]*)"', result.stdout)
     assert found, f"the page did not finish loading: {result.stderr[-500:]}"
     probe = json.loads(found.group(1).replace("&quot;", '"'))
-    assert probe == {"images": 4, "broken": 0, "errors": []}
+    assert probe == {"images": 5, "broken": 0, "errors": []}

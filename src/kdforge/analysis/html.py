@@ -176,6 +176,32 @@ def reliability_diagrams(panels: list[tuple[str, dict[str, list[float]], float, 
     return _png(fig)
 
 
+def _central(values: Sequence[float]) -> tuple[float, float]:
+    """Axis limits holding the central 98 % of the values and zero: a few extreme samples would hide the rest."""
+    ordered = sorted(values)
+    lo, hi = ordered[int(0.01 * (len(ordered) - 1))], ordered[int(0.99 * (len(ordered) - 1))]
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    pad = 0.05 * (hi - lo) or 1e-3
+    return lo - pad, hi + pad
+
+
+def per_sample_shifts(vs: list[dict[str, Any]]) -> str:
+    """Per test sample, (bias, variance) of each method minus the reference's (the first variant)."""
+    plt = _plt()
+    ref = vs[0]["per_sample"]
+    others = list(enumerate(vs))[1:]
+    fig, axes = plt.subplots(1, len(others), figsize=(2.7 * len(others) + 0.6, 2.9), squeeze=False, sharey=True)
+    for ax, (i, v) in zip(axes[0], others):
+        db = [b - rb for b, rb in zip(v["per_sample"]["bias"], ref["bias"])]
+        dv = [x - rx for x, rx in zip(v["per_sample"]["variance"], ref["variance"])]
+        ax.scatter(db, dv, s=3, alpha=0.35, color=COLORS[i % len(COLORS)], linewidths=0)
+        ax.axhline(0, color="#999", lw=0.8)
+        ax.axvline(0, color="#999", lw=0.8)
+        ax.set(title=v["label"], xlabel="Δ bias", xlim=_central(db), ylim=_central(dv))
+    axes[0][0].set_ylabel("Δ variance")
+    return _png(fig)
+
+
 def _bias_variance_section(path: Path, r: dict[str, Any]) -> tuple[str, str]:
     plt = _plt()
     vs = r["variants"]
@@ -210,9 +236,10 @@ def _bias_variance_section(path: Path, r: dict[str, Any]) -> tuple[str, str]:
             for v in vs[1:] if "vs_reference" in v]
     quad_html = ("<h3>Sample-wise trade-off against " + html.escape(vs[0]["label"]) + "</h3>"
                  '<p class="note">Share of test samples (%) by how their bias and variance move relative to the '
-                 "reference (Zhou et al. 2021, Sec. 3: soft labels trade bias for variance sample by sample).</p>"
+                 "reference (Zhou et al. 2021, Sec. 3: soft labels trade bias for variance sample by sample), and "
+                 "each test sample's change (axes cover the central 98 %).</p>"
                  + _table(["method", "bias ↑ var ↓", "bias ↑ var ↑", "bias ↓ var ↓", "bias ↓ var ↑"], quad)
-                 if quad else "")
+                 + per_sample_shifts(vs) if quad else "")
     reg = [(i, v) for i, v in enumerate(vs) if v["reg_fraction_per_epoch"]]  # i keeps each method's colour
     reg_html = ""
     if reg:
