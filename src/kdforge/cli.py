@@ -52,11 +52,77 @@ def _parser() -> argparse.ArgumentParser:
     ci = cache_sub.add_parser("info", help="what a cache folder holds; --verify checks every shard's sha256")
     ci.add_argument("path", type=Path)
     ci.add_argument("--verify", action="store_true")
+    _analyze_parser(sub)
+    rep = sub.add_parser("report", help="one self-contained HTML page of run, comparison and analysis folders")
+    rep.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    rep.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
+    rep.add_argument("--title", default="kdforge report")
     demo = sub.add_parser("demo", help="teacher, student alone, KD and WSL on scikit-learn digits, 3 seeds")
     demo.add_argument("--seeds", type=int, default=3)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("overrides", nargs="*")
     return p
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _analyze_parser(sub: argparse._SubParsersAction) -> None:
+    an = sub.add_parser("analyze", help="bias-variance of ensembles, gradient variance under KD (kdforge.analysis)")
+    an_sub = an.add_subparsers(dest="analysis", required=True)
+    bv = an_sub.add_parser("bias-variance", help="students per method on disjoint parts of the training split: bias, "
+                                                 "variance, risk, regularization samples, calibration")
+    bv.add_argument("config", type=Path)
+    bv.add_argument("overrides", nargs="*")
+    bv.add_argument("--methods", default="ce,kd:temperature=1,kd:temperature=4,wsl",
+                    help="NAME[:key=value...] entries separated by commas; the first is the reference")
+    bv.add_argument("--parts", type=int, default=4, help="members per method (disjoint parts of the training split)")
+    bv.add_argument("--repeats", type=int, default=1, help="independent runs over the same parts (other seeds)")
+    bv.add_argument("--bootstrap", action="store_true", help="bootstrap resamples instead of disjoint parts")
+    gv = an_sub.add_parser("grad-variance", help="variance of the student's mini-batch gradient vs the KD weight")
+    gv.add_argument("config", type=Path)
+    gv.add_argument("overrides", nargs="*")
+    gv.add_argument("--lambdas", type=_floats, default=[i / 10 for i in range(11)])
+    gv.add_argument("--batches", type=int, default=200, help="mini-batches the variance is estimated over")
+    gv.add_argument("--temperature", type=float, default=1.0, help="KD temperature (the paper's code: 1)")
+    gv.add_argument("--student", type=Path, action="append", default=[],
+                    help="also measure this saved student (model or run folder); repeatable")
+    lin = an_sub.add_parser("linear", help="the linear experiment: measured vs predicted gradient variance")
+    lin.add_argument("--lambdas", type=_floats, default=[i / 20 for i in range(21)])
+    lin.add_argument("--batches", type=int, default=2000)
+    for sp in (bv, gv, lin):
+        sp.add_argument("--out", type=Path, required=True, help="output folder (analysis.json, run folders)")
+    for sp in (bv, gv):
+        sp.add_argument("--resume", action="store_true", help="reuse finished runs and continue unfinished ones")
+        sp.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier analysis")
+
+
+def _analyze(args: argparse.Namespace) -> None:
+    from kdforge.analysis import study
+    from kdforge.config import load_config
+
+    if args.analysis == "linear":
+        study.linear_study(args.out, args.lambdas, batches=args.batches)
+    elif args.analysis == "bias-variance":
+        cfg = load_config(args.config, args.overrides)
+        study.bias_variance_study(cfg, study.parse_variants(cfg, args.methods), args.parts, args.out,
+                                  repeats=args.repeats, bootstrap=args.bootstrap, resume=args.resume,
+                                  overwrite=args.overwrite)
+    else:
+        study.grad_variance_study(load_config(args.config, args.overrides), args.lambdas, args.batches,
+                                  args.temperature, args.out, resume=args.resume, overwrite=args.overwrite,
+                                  students=args.student)
+    print(f"written to {args.out}/analysis.json; see it with: kdforge report {args.out} --out report.html")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from kdforge.analysis.html import write_report
+
+    print(f"written to {write_report(args.run_dirs, args.out, args.title)}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -138,7 +204,8 @@ def _print_summary(summary: dict) -> None:
           f"ECE {test['ece']:.2%} ({summary['train_time_s']:.1f} s) -> {summary['run_dir']}")
 
 
-COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _compare, "cache": _cache, "demo": _demo}
+COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _compare, "cache": _cache, "demo": _demo,
+            "analyze": _analyze, "report": _report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,3 +39,16 @@ def test_agreement_and_kl():
     kl = (pt * (pt.log() - ps.log())).sum(-1).mean()
     assert abs(m["kl_ts"] - float(kl)) < 1e-6
     assert agreement_metrics(t, t)["kl_ts"] < 1e-7
+
+
+def test_reliability_bins_hand_values():
+    from kdforge.engine.metrics import reliability_bins
+
+    # confidences 0.9 (right), 0.9 (wrong), 0.6 (right) in 5 bins: bin 4 holds two (acc 0.5), bin 2 one (acc 1)
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6]], dtype=torch.float64)
+    b = reliability_bins(probs.log(), torch.tensor([0, 1, 1]), n_bins=5)
+    assert b["count"] == [0.0, 0.0, 1.0, 0.0, 2.0]
+    assert b["accuracy"][4] == 0.5 and b["accuracy"][2] == 1.0
+    assert abs(b["confidence"][4] - 0.9) < 1e-9 and abs(b["confidence"][2] - 0.6) < 1e-9
+    ece = expected_calibration_error(probs.log(), torch.tensor([0, 1, 1]), n_bins=5)
+    assert abs(ece - (2 * 0.4 + 1 * 0.4) / 3) < 1e-6

@@ -20,14 +20,25 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
     return torch.cat(out) if out else torch.empty(0)
 
 
+def reliability_bins(logits: Tensor, labels: Tensor, n_bins: int = 15) -> dict[str, list[float]]:
+    """Equal-width confidence bins (Guo et al., ICML 2017, Sec. 2): per bin its sample count, mean confidence and
+    accuracy (0 where empty); what a reliability diagram draws and ECE sums."""
+    conf, pred = logits.softmax(-1).max(-1)
+    correct = pred.eq(labels).double()
+    bins = torch.clamp((conf * n_bins).ceil().long() - 1, 0, n_bins - 1)
+    n = torch.bincount(bins, minlength=n_bins).double()
+
+    def mean(values: Tensor) -> list[float]:
+        return (torch.bincount(bins, weights=values.double(), minlength=n_bins) / n.clamp_min(1)).tolist()
+
+    return {"count": n.tolist(), "confidence": mean(conf), "accuracy": mean(correct)}
+
+
 def expected_calibration_error(logits: Tensor, labels: Tensor, n_bins: int = 15) -> float:
     """ECE with equal-width confidence bins (Guo et al., ICML 2017, Eq. 3): sum_b |B|/n * |acc(B) - conf(B)|."""
-    conf, pred = logits.softmax(-1).max(-1)
-    correct = pred.eq(labels).float()
-    bins = torch.clamp((conf * n_bins).ceil().long() - 1, 0, n_bins - 1)
-    n = torch.bincount(bins, minlength=n_bins).float()
-    gap = torch.bincount(bins, weights=correct - conf, minlength=n_bins).abs()
-    return float(gap.sum() / n.sum().clamp_min(1))
+    b = reliability_bins(logits, labels, n_bins)
+    gaps = sum(n * abs(a - c) for n, a, c in zip(b["count"], b["accuracy"], b["confidence"]))
+    return float(gaps / max(sum(b["count"]), 1.0))
 
 
 def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:

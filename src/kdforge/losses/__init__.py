@@ -41,7 +41,7 @@ from kdforge.losses.slam import (
 )
 from kdforge.losses.sp import similarity_matrix, sp_loss
 from kdforge.losses.vid import vid_log_scale_init, vid_nll, vid_variance
-from kdforge.losses.wsl import wsl_loss, wsl_weights
+from kdforge.losses.wsl import regularization_samples, wsl_loss, wsl_weights
 
 __all__ = [
     "angle_potential",
@@ -68,6 +68,7 @@ __all__ = [
     "pairwise_distances",
     "pkt_loss",
     "polynomial_kernel",
+    "regularization_samples",
     "pool_to_common_size",
     "rkd_angle_loss",
     "rkd_distance_loss",

@@ -40,3 +40,20 @@ def wsl_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, tem
     soft = soft_cross_entropy(student_logits, teacher_logits, temperature)
     weights = wsl_weights(student_logits, teacher_logits, labels)
     return temperature**2 * (weights * soft).mean()
+
+
+def regularization_samples(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                           temperature: float = 1.0) -> Tensor:
+    """Zhou et al., ICLR 2021, Sec. 3.2: the "regularization samples" of a distillation batch, a bool mask [B].
+
+    A sample is one when the student already fits its label better than the teacher, CE(s/T, y) < CE(t/T, y)
+    (equivalently p_s,y > p_t,y for int labels): there the soft label pulls the student away from the label
+    (bias up) while smoothing it (variance down). These are the samples WSL's weight w_i = 1 - exp(-L_s / L_t)
+    pushes below 1 - 1/e. No gradient. `labels` are int64 indices or a float [B, C] distribution (mixup).
+    Deviation: the paper's text defining the criterion was not available here; this is the operational form its
+    Sec. 4 weight is built on (seed notes, methods.md §1), evaluated at the distillation temperature.
+    """
+    with torch.no_grad():
+        ce_student = hard_cross_entropy(student_logits / temperature, labels, reduction="none")
+        ce_teacher = hard_cross_entropy(teacher_logits / temperature, labels, reduction="none")
+    return ce_student < ce_teacher

@@ -8,7 +8,8 @@ from torch import Tensor
 
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
-from kdforge.methods.base import Method, MethodParams
+from kdforge.methods.base import MethodParams
+from kdforge.methods.regularization import CountsRegularizationSamples
 from kdforge.losses import kd_loss
 from kdforge.registry import METHODS
 
@@ -22,7 +23,7 @@ class KDParams(MethodParams):
 
 
 @METHODS.register("kd")
-class KD(Method):
+class KD(CountsRegularizationSamples):
     """{"ce": ce_weight * CE, "kd": kd_weight * kd_loss}."""
 
     Params: ClassVar[type[MethodParams]] = KDParams
@@ -31,6 +32,7 @@ class KD(Method):
     def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
         logits, teacher_logits = self.student_and_teacher(batch)
+        self.count_regularization(logits, teacher_logits, batch, p.temperature)
         return logits, {
             "ce": p.ce_weight * self.hard_loss(logits, batch),
             "kd": p.kd_weight * kd_loss(logits, teacher_logits, p.temperature),

@@ -8,7 +8,8 @@ from torch import Tensor
 
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
-from kdforge.methods.base import Method, MethodParams
+from kdforge.methods.base import MethodParams
+from kdforge.methods.regularization import CountsRegularizationSamples
 from kdforge.losses import wsl_loss
 from kdforge.registry import METHODS
 
@@ -21,7 +22,7 @@ class WSLParams(MethodParams):
 
 
 @METHODS.register("wsl")
-class WSL(Method):
+class WSL(CountsRegularizationSamples):
     """{"ce": ce_weight * CE, "wsl": alpha * wsl_loss}."""
 
     Params: ClassVar[type[MethodParams]] = WSLParams
@@ -30,6 +31,7 @@ class WSL(Method):
     def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params
         logits, teacher_logits = self.student_and_teacher(batch)
+        self.count_regularization(logits, teacher_logits, batch, p.temperature)
         return logits, {
             "ce": p.ce_weight * self.hard_loss(logits, batch),
             "wsl": p.alpha * wsl_loss(logits, teacher_logits, batch.labels, p.temperature),

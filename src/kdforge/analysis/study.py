@@ -1,0 +1,308 @@
+"""Heavy analyses that train: ensembles of students per method on disjoint (or bootstrap) parts of the training
+split, and the gradient variance of trained students. Every training goes through `api.run` (run folders,
+resume, seeds, the teacher trained once); each study prints an estimate of its time before it starts."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+import kdforge.data as data_mod
+import kdforge.models as models
+from kdforge.analysis.bias_variance import ce_decomposition, mse_decomposition
+from kdforge.analysis.grad_variance import (
+    LinearProblem, batch_gradients, linear_measured_curve, linear_regression_variance, sgd_checkpoints, variance_curve,
+)
+from kdforge.api import prepare_teacher, run
+from kdforge.compare import method_config
+from kdforge.config.schema import ExperimentConfig, MethodConfig
+from kdforge.data import DataBundle
+from kdforge.data.splits import take
+from kdforge.engine import resolve_device, seed_everything
+from kdforge.engine.metrics import classification_metrics, predict, reliability_bins
+from kdforge.errors import ConfigError
+from kdforge.fileio import atomic_write_text
+from kdforge.losses import hard_cross_entropy, kd_loss
+from kdforge.methods import METHODS, validate_params
+from kdforge.report import mean_std
+
+PART_SEED = 1234  # the ensemble's partition of the training split: fixed, so every method sees the same parts
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of a study: a label for tables and the method it trains."""
+
+    label: str
+    method: MethodConfig
+
+
+def parse_variants(cfg: ExperimentConfig, spec: str) -> list[Variant]:
+    """`ce,kd:temperature=1,kd:temperature=4,wsl` -> variants; params not given come from the config when it names
+    the same method, else the method's defaults. Every entry is validated before anything trains."""
+    variants = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        name, *pairs = item.split(":")
+        base = method_config(cfg, name)
+        params = dict(base.params)
+        for pair in pairs:
+            key, eq, value = pair.partition("=")
+            if not eq or not key:
+                raise ConfigError(f"--methods entry {item!r}: write NAME:key=value[:key=value], e.g. kd:temperature=4")
+            params[key] = yaml.safe_load(value)
+        method = MethodConfig(name=name, params=params)
+        validate_params(method)
+        variants.append(Variant(item.replace(":", " ").replace("temperature=", "T="), method))
+    if not variants:
+        raise ConfigError("--methods names no method; e.g. ce,kd:temperature=1,kd:temperature=4,wsl")
+    return variants
+
+
+def ensemble_parts(n: int, parts: int, bootstrap: bool, seed: int = PART_SEED) -> list[Tensor]:
+    """Indices of each member's training data: `parts` disjoint equal parts of a fixed permutation (Yang et al.'s
+    `np.split(permutation, trial)`), or `parts` bootstrap resamples of all n samples."""
+    if parts < 2 or (not bootstrap and parts > n):
+        raise ConfigError(f"--parts must be between 2 and the training size {n}, got {parts}")
+    g = torch.Generator().manual_seed(seed)
+    if bootstrap:
+        return [torch.randint(0, n, (n,), generator=g).sort().values for _ in range(parts)]
+    perm, size = torch.randperm(n, generator=g), n // parts
+    return [perm[i * size:(i + 1) * size].sort().values for i in range(parts)]
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", label)
+
+
+def _seconds_per_step(cfg: ExperimentConfig, bundle: DataBundle, teacher: torch.nn.Module | None) -> float:
+    """Wall time of one training step of the student (plus a teacher forward when given), from 5 timed steps."""
+    student = models.build(cfg.student, bundle.spec, "student")
+    opt = torch.optim.SGD(student.parameters(), lr=1e-3)
+    batch = bundle.train.batch(torch.arange(min(cfg.data.batch_size, len(bundle.train))))
+    times = []
+    for _ in range(6):
+        t0 = time.perf_counter()
+        if teacher is not None:
+            with torch.no_grad():
+                batch.forward(teacher.eval())
+        loss = torch.nn.functional.cross_entropy(batch.forward(student), batch.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[2]  # median, the first (warm-up) step dropped
+
+
+def estimate_seconds(cfg: ExperimentConfig, bundle: DataBundle, teacher: torch.nn.Module | None,
+                     runs: list[tuple[bool, int]]) -> float:
+    """Rough total seconds of `runs` = [(distills?, training samples)]: timed steps times steps, plus 20% for
+    evaluation and checkpoints."""
+    alone, distill = _seconds_per_step(cfg, bundle, None), _seconds_per_step(cfg, bundle, teacher)
+    return 1.2 * sum(cfg.train.epochs * math.ceil(n / cfg.data.batch_size) * (distill if kd else alone)
+                     for kd, n in runs)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _member_logits(run_dir: Path, bundle: DataBundle, cfg: ExperimentConfig) -> Tensor:
+    student = models.load_model(run_dir / "student")
+    return predict(student, bundle.test, cfg.data.eval_batch_size, resolve_device(cfg.train.device))
+
+
+def _reg_curve(run_dir: Path) -> list[float]:
+    """The per-epoch regularization-sample share that KD / WSL logged (empty for methods that do not count)."""
+    path = run_dir / "metrics.jsonl"
+    by_epoch: dict[int, float] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        rec = json.loads(line)
+        if rec.get("event") == "method" and "reg_fraction" in rec:
+            by_epoch[int(rec["epoch"])] = float(rec["reg_fraction"])  # a resumed epoch's line replaces the first
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _train_member(cfg: ExperimentConfig, variant: Variant, bundle: DataBundle, index: Tensor, part: int,
+                  seed: int, run_dir: Path, resume: bool, overwrite: bool, spec: dict[str, Any]) -> dict[str, Any]:
+    if resume and (run_dir / "summary.json").exists() and (run_dir / "student" / "model.json").exists():
+        return json.loads((run_dir / "summary.json").read_text())  # finished earlier: reused, not retrained
+    member = replace(bundle, train=take(bundle.train, index),
+                     splits={**bundle.splits, "ensemble": {**spec, "part": part}})
+    run_cfg = cfg.model_copy(update={"method": variant.method, "seed": seed, "output_dir": str(run_dir)})
+    return run(run_cfg, resume=resume, overwrite=overwrite, bundle=member)
+
+
+def _summarize_variant(variant: Variant, logits: Tensor, labels: Tensor, members: list[dict[str, Any]],
+                       reg_curves: list[list[float]]) -> dict[str, Any]:
+    logp = logits.log_softmax(-1)
+    ce, mse = ce_decomposition(logp, labels), mse_decomposition(logp.exp(), labels)
+    per_member = [classification_metrics(lg, labels) for lg in logits]
+    curves = [c for c in reg_curves if c]
+    reg_mean = [sum(v) / len(v) for v in zip(*curves)] if curves else []
+    return {
+        "label": variant.label, "method": variant.method.model_dump(mode="json"), "members": members,
+        **ce.means(), "mse_bias": float(mse.bias.mean()), "mse_variance": float(mse.variance.mean()),
+        **{k: mean_std([m[k] for m in per_member]) for k in ("top1", "nll", "ece")},
+        "ensemble_top1": float(logp.mean(0).argmax(-1).eq(labels).float().mean()),
+        "reliability": reliability_bins(logits.reshape(-1, logits.shape[-1]), labels.repeat(len(logits))),
+        "reg_fraction_per_epoch": reg_mean, "reg_fraction_final": reg_mean[-1] if reg_mean else None,
+        "per_sample": {"bias": ce.bias.tolist(), "variance": ce.variance.tolist()},
+    }
+
+
+def _versus_reference(variants: list[dict[str, Any]]) -> None:
+    """Zhou et al.'s sample-wise view: against the first variant (the student alone), the share of test samples
+    whose bias rises while their variance falls, and the other three quadrants."""
+    ref = variants[0]["per_sample"]
+    rb, rv = torch.tensor(ref["bias"]), torch.tensor(ref["variance"])
+    for v in variants[1:]:
+        b, var = torch.tensor(v["per_sample"]["bias"]), torch.tensor(v["per_sample"]["variance"])
+        up, down = b > rb, var < rv
+        v["vs_reference"] = {"bias_up_var_down": float((up & down).float().mean()),
+                             "bias_up_var_up": float((up & ~down).float().mean()),
+                             "bias_down_var_down": float((~up & down).float().mean()),
+                             "bias_down_var_up": float((~up & ~down).float().mean())}
+
+
+def bias_variance_study(cfg: ExperimentConfig, variants: list[Variant], parts: int, out: Path,
+                        repeats: int = 1, bootstrap: bool = False, resume: bool = False,
+                        overwrite: bool = False) -> dict[str, Any]:
+    """Train `parts` x `repeats` students per variant (member seeds differ) and decompose their test loss."""
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {repeats}")
+    bundle = data_mod.build(cfg.data)
+    if bundle.test is None or bundle.test.y is None:
+        raise ConfigError(f"data {cfg.data.name!r} has no labelled test split to decompose the loss on")
+    index = ensemble_parts(len(bundle.train), parts, bootstrap)
+    teacher = prepare_teacher(cfg, bundle) if cfg.teacher is not None else None  # on the whole training split
+    jobs = [(v, r, p) for v in variants for r in range(repeats) for p in range(parts)]
+    todo = [(METHODS[v.method.name].needs_teacher, len(index[p])) for v, r, p in jobs
+            if not (resume and (out / _slug(v.label) / f"r{r}p{p}" / "summary.json").exists())]
+    est = estimate_seconds(cfg, bundle, teacher, todo)
+    print(f"bias-variance: {len(jobs)} trainings ({len(todo)} to run), about {_duration(est)} on this machine",
+          flush=True)
+    spec = {"parts": parts, "bootstrap": bootstrap, "seed": PART_SEED}
+    results, labels = [], bundle.test.y
+    for v in variants:
+        members, logits, curves = [], [], []
+        for r in range(repeats):
+            for p in range(parts):
+                run_dir = out / _slug(v.label) / f"r{r}p{p}"
+                summary = _train_member(cfg, v, bundle, index[p], p, cfg.seed + r * parts + p, run_dir, resume,
+                                        overwrite, spec)
+                members.append({"part": p, "repeat": r, "seed": summary["seed"], "run_dir": str(run_dir)})
+                logits.append(_member_logits(run_dir, bundle, cfg))
+                curves.append(_reg_curve(run_dir))
+        results.append(_summarize_variant(v, torch.stack(logits), labels, members, curves))
+    _versus_reference(results)
+    report: dict[str, Any] = {"kind": "bias_variance", "name": cfg.name, "data": cfg.data.name,
+                              "student": cfg.student.name, "epochs": cfg.train.epochs, **spec, "repeats": repeats,
+                              "test_samples": len(labels), "variants": results}
+    if teacher is not None:
+        t_logits = predict(teacher, bundle.test, cfg.data.eval_batch_size, resolve_device(cfg.train.device))
+        report["teacher"] = {"model": cfg.teacher.model.name, **classification_metrics(t_logits, labels),  # type: ignore[union-attr]
+                             "reliability": reliability_bins(t_logits, labels)}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "analysis.json", json.dumps(report))
+    return report
+
+
+def _network_gradients(student: torch.nn.Module, teacher: torch.nn.Module, bundle: DataBundle, batches: int,
+                       batch_size: int, temperature: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(a, d) over `batches` random mini-batches of the training split, both models in eval mode so that the only
+    noise is which samples a batch holds (no dropout, BatchNorm on its running statistics)."""
+    student.eval()
+    teacher.eval()
+    g = torch.Generator().manual_seed(seed)
+    n = len(bundle.train)
+    chosen = [bundle.train.batch(torch.randperm(n, generator=g)[:batch_size]) for _ in range(batches)]
+
+    def terms(batch: Any) -> tuple[Tensor, Tensor]:
+        logits = batch.forward(student)
+        with torch.no_grad():
+            t_logits = batch.forward(teacher)
+        return hard_cross_entropy(logits, batch.y), kd_loss(logits, t_logits, temperature)
+
+    return batch_gradients(student, chosen, terms)
+
+
+def _load_student(path: Path, bundle: DataBundle) -> torch.nn.Module:
+    """A saved model folder, or a run folder's `student/`, checked against the data it is measured on."""
+    folder = path / "student" if (path / "student" / "model.json").exists() else path
+    if not (folder / "model.json").exists():
+        raise ConfigError(f"--student {path}: no model.json there or in its student/ folder; give a saved model or "
+                          "a finished run folder")
+    model, _, spec, _ = models.load_model_with_info(folder)
+    if spec != bundle.spec:
+        raise ConfigError(f"--student {path} was trained on {spec}, but the config's data is {bundle.spec}")
+    return model
+
+
+def grad_variance_study(cfg: ExperimentConfig, lambdas: list[float], batches: int, temperature: float, out: Path,
+                        resume: bool = False, overwrite: bool = False,
+                        students: Sequence[Path] = ()) -> dict[str, Any]:
+    """Gradient variance of (1 - lam) CE + lam KD over mini-batches, for the student at initialization, after
+    training alone (method ce, through `api.run`) and at any saved `students` (model or run folders: checkpoints
+    of other runs), with the control-variate optimum of each curve."""
+    if cfg.teacher is None:
+        raise ConfigError("grad-variance needs a teacher section in the config")
+    if batches < 2 or not lambdas:
+        raise ConfigError("grad-variance needs --batches >= 2 and at least one --lambdas value")
+    bundle = data_mod.build(cfg.data)
+    saved = {p.name if p.name != "student" else p.parent.name: _load_student(p, bundle) for p in students}
+    teacher = prepare_teacher(cfg, bundle)
+    run_dir = out / "student_ce"
+    done = resume and (run_dir / "summary.json").exists()
+    est = 0.0 if done else estimate_seconds(cfg, bundle, None, [(False, len(bundle.train))])
+    print(f"grad-variance: {0 if done else 1} training (about {_duration(est)}), then {len(saved) + 2} x {batches} "
+          "x 2 gradients", flush=True)
+    seed_everything(cfg.seed)
+    checkpoints = {"initialization": models.build(cfg.student, bundle.spec, "student")}
+    if not done:
+        run(cfg.model_copy(update={"method": MethodConfig(name="ce"), "output_dir": str(run_dir)}), resume=resume,
+            overwrite=overwrite, bundle=bundle)
+    checkpoints[f"trained alone ({cfg.train.epochs} epochs)"] = models.load_model(run_dir / "student")
+    checkpoints.update(saved)  # loaded and checked before anything trained
+    curves = {}
+    for name, student in checkpoints.items():
+        a, d = _network_gradients(student, teacher, bundle, batches, cfg.data.batch_size, temperature, cfg.seed)
+        curves[name] = variance_curve(a, d, lambdas).as_dict()
+    report = {"kind": "grad_variance", "name": cfg.name, "data": cfg.data.name, "student": cfg.student.name,
+              "teacher": cfg.teacher.model.name, "temperature": temperature, "batches": batches,
+              "batch_size": cfg.data.batch_size, "curves": curves}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "analysis.json", json.dumps(report))
+    return report
+
+
+def linear_study(out: Path, lambdas: list[float], dim: int = 20, teacher_samples: int = 60, noise_var: float = 1.0,
+                 batch_size: int = 10, batches: int = 2000, steps: tuple[int, ...] = (0, 100, 2000),
+                 seed: int = 0) -> dict[str, Any]:
+    """The linear experiment: at SGD checkpoints of a linear student, the measured variance curve next to the
+    closed-form prediction (`linear_regression_variance`) with its optimum and floor."""
+    problem = LinearProblem.make(dim, teacher_samples, noise_var, seed)
+    curves = {}
+    for step, w in sgd_checkpoints(problem, list(steps), batch_size=batch_size, seed=seed).items():
+        predicted = linear_regression_variance(w - problem.w_star, problem.w_teacher - problem.w_star, noise_var,
+                                               batch_size, lambdas)
+        measured = linear_measured_curve(problem, w, batch_size, batches, lambdas, seed=seed + 2)
+        curves[f"SGD step {step}"] = {**measured.as_dict(), "predicted": predicted.variance,
+                                      "predicted_lam_star": predicted.lam_star, "predicted_floor": predicted.floor}
+    report = {"kind": "grad_variance", "name": "linear", "data": f"synthetic Gaussian regression, d={dim}",
+              "student": "linear", "teacher": f"least squares on {teacher_samples} samples",
+              "teacher_error": float((problem.w_teacher - problem.w_star).norm()), "noise_var": noise_var,
+              "batches": batches, "batch_size": batch_size, "curves": curves}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "analysis.json", json.dumps(report))
+    return report

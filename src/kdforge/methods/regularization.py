@@ -1,0 +1,43 @@
+"""Per-epoch counts of WSL's "regularization samples" (Zhou et al., ICLR 2021) for the soft-label methods.
+
+KD and WSL call `count_regularization` on every batch; `on_epoch_end` (the method contract's epoch hook) logs the
+epoch's count and share to metrics.jsonl as a `method` event (`reg_samples`, `reg_fraction`) and starts again.
+The running count is in `extra_state`, so a run resumed mid-epoch reports the same numbers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kdforge.data.types import Batch
+from kdforge.engine.contract import StepContext
+from kdforge.losses import regularization_samples
+from kdforge.methods.base import Method
+
+
+class CountsRegularizationSamples(Method):
+    """A Method that counts, per epoch, the training samples on which the student beats its teacher."""
+
+    _reg_counts: Tensor | None = None  # [regularization samples, labelled samples seen] of the current epoch
+
+    def count_regularization(self, logits: Tensor, teacher_logits: Tensor, batch: Batch, temperature: float) -> None:
+        if batch.labels is None:  # unlabeled rows have no "true class" to compare on
+            return
+        mask = regularization_samples(logits, teacher_logits, batch.labels, temperature)
+        # Stays on the device: no host sync per step.
+        counts = torch.stack([mask.sum(), torch.tensor(mask.numel(), device=mask.device)]).double()
+        self._reg_counts = counts if self._reg_counts is None else self._reg_counts + counts
+
+    def on_epoch_end(self, ctx: StepContext) -> None:
+        if self._reg_counts is not None:
+            count, seen = ctx.runtime.all_reduce(self._reg_counts).tolist()
+            ctx.log(reg_samples=int(count), reg_fraction=count / max(seen, 1.0))
+        self._reg_counts = None
+
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self._reg_counts is None else {"reg_counts": self._reg_counts.detach().cpu()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._reg_counts = state.get("reg_counts")

@@ -1,0 +1,69 @@
+"""WSL's regularization samples (Zhou et al., ICLR 2021): the criterion, and KD/WSL's per-epoch counts through
+the method contract's epoch hook."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import kdforge.models as models
+from kdforge.config.schema import DataConfig, MethodConfig, ModelConfig
+from kdforge.data import build
+from kdforge.engine import Runtime
+from kdforge.losses import regularization_samples
+from kdforge.methods import Setup
+from kdforge.methods import build as build_method
+from kdforge.teachers import LiveTeacher
+
+
+def test_criterion_hand_values() -> None:
+    student = torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    teacher = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    # student surer of the label than the teacher | less sure | tie (not a regularization sample)
+    assert regularization_samples(student, teacher, labels).tolist() == [True, False, False]
+    # a mixup distribution reduces to the int label when one-hot
+    onehot = torch.nn.functional.one_hot(labels, 2).float()
+    assert regularization_samples(student, teacher, onehot, 2.0).tolist() == \
+        regularization_samples(student, teacher, labels, 2.0).tolist()
+
+
+def test_criterion_matches_true_class_probabilities_at_temperature() -> None:
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(64, 5, generator=g) * 3, torch.randn(64, 5, generator=g) * 3
+    y = torch.randint(0, 5, (64,), generator=g)
+    for temp in (1.0, 4.0):
+        ps = (s / temp).softmax(1).gather(1, y[:, None])[:, 0]
+        pt = (t / temp).softmax(1).gather(1, y[:, None])[:, 0]
+        assert torch.equal(regularization_samples(s, t, y, temp), ps > pt)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return build(DataConfig(name="digits"))
+
+
+@pytest.mark.parametrize("name,params", [("kd", {"temperature": 4.0}), ("wsl", {"temperature": 2.0})])
+def test_counts_per_epoch_through_on_epoch_end(digits, name: str, params: dict) -> None:
+    torch.manual_seed(0)
+    teacher = models.build(ModelConfig(name="mlp", params={"hidden": [16]}), digits.spec)
+    student = models.build(ModelConfig(name="mlp", params={"hidden": [8]}), digits.spec)
+    method = build_method(MethodConfig(name=name, params=params), student, LiveTeacher(teacher),
+                          Setup.for_data(digits.spec, digits.train))
+    logged: list[dict] = []
+    ctx = SimpleNamespace(epoch=0, runtime=Runtime.from_env("cpu"), log=lambda **v: logged.append(v))
+    expected = 0
+    for rows in (torch.arange(0, 40), torch.arange(40, 100)):
+        batch = digits.train.batch(rows)
+        logits, _ = method.loss_terms(batch, ctx)
+        with torch.no_grad():
+            expected += int(regularization_samples(logits, teacher(batch.x), batch.y, params["temperature"]).sum())
+    saved = method.extra_state()
+    method.on_epoch_end(ctx)
+    assert logged == [{"reg_samples": expected, "reg_fraction": expected / 100}]
+    method.on_epoch_end(ctx)  # counts start again each epoch: an epoch without steps logs nothing
+    assert len(logged) == 1
+    method.load_extra_state(saved)  # a resumed run continues the epoch's count
+    method.on_epoch_end(ctx)
+    assert logged[-1]["reg_samples"] == expected
