@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import matplotlib
@@ -56,11 +57,13 @@ def main() -> None:
 
     trainer = Trainer(method, bundle, cfg.recipe, args.run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
                       cfg.data.augment, callbacks=(record,))
+    start = time.perf_counter()
     result = trainer.fit(overwrite=True)
+    train_time = time.perf_counter() - start
     plot(snaps, accs, args.out, f"{cfg.name}: L2T-DLN learned loss, test top-1 {result.test['top1']:.1%}")
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(
         {"grid": GRID.tolist(), "snapshots": {e: s.tolist() for e, s in snaps.items()}, "val_top1": accs,
-         "test": dict(result.test), "config": str(args.config), "overrides": args.overrides}))
+         "test": dict(result.test), "train_time_s": train_time, "seed": cfg.seed, "config": str(args.config), "overrides": args.overrides}))
     print(f"wrote {args.out}; test top-1 {result.test['top1']:.4f}")
 
 

@@ -2,9 +2,6 @@
 and loss network really move, and a run stopped mid-way resumes bit-identical (LSTM memory, Adam state, DLN)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,8 +14,7 @@ from kdforge.losses import dln_loss, preprocess_gradients
 from kdforge.methods import METHODS, Setup
 from kdforge.methods.l2t_dln import inner_batches
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from support import Stop, stop_after  # noqa: E402
+from support import Stop, full_and_resumed
 
 K = 3
 
@@ -92,15 +88,10 @@ def test_one_step_is_the_official_bilevel_update(tmp_path):
 
 
 def test_stop_and_resume_is_bit_identical(tmp_path):
-    full = _trainer(str(tmp_path / "full"))
-    full_result = full.fit()
-    cut = _trainer(str(tmp_path / "cut"), callbacks=(stop_after(0),))
-    with pytest.raises(Stop):
-        cut.fit()
+    full, full_result, resumed, result = full_and_resumed(_trainer, tmp_path)
+    assert result.resumed_from == 0  # the epoch whose checkpoint it resumed from
     state = load_checkpoint(latest_checkpoint(tmp_path / "cut" / "checkpoints")).state
     assert set(state["optimizers"]) == {"teacher"}
-    resumed = _trainer(str(tmp_path / "cut"))
-    result = resumed.fit(resume=True)
     a, b = _state(full), _state(resumed)
     assert a.keys() == b.keys() and {"loss_net.layers.0.weight", "lstm.cells.0.weight_ih", "lstm_c0"} <= set(a)
     assert all(torch.equal(a[k], b[k]) for k in a)

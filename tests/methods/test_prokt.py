@@ -15,7 +15,7 @@ from kdforge.errors import ConfigError
 from kdforge.losses import hard_cross_entropy, kd_loss, prokt_teacher_loss
 from kdforge.methods import METHODS, Setup
 from kdforge.teachers.live import LiveTeacher
-from support import Stop, stop_after
+from support import Stop, full_and_resumed
 
 
 def _trainer(run_dir: str, epochs: int = 2, callbacks: tuple = (), **params) -> Trainer:
@@ -65,15 +65,10 @@ def test_one_step_guide_first_then_student_on_the_updated_guide(tmp_path):
 
 
 def test_scratch_guide_is_reinitialised_and_resume_is_bit_identical(tmp_path):
-    full = _trainer(str(tmp_path / "full"))
-    m = full.method
+    m = _trainer(str(tmp_path / "fresh")).method
     assert not any(torch.equal(g, t) for g, t in zip(m.guide.parameters(), m.teacher.model.parameters()))
-    full_result = full.fit()
-    cut = _trainer(str(tmp_path / "cut"), callbacks=(stop_after(0),))
-    with pytest.raises(Stop):
-        cut.fit()
-    resumed = _trainer(str(tmp_path / "cut"))
-    result = resumed.fit(resume=True)
+    full, full_result, resumed, result = full_and_resumed(_trainer, tmp_path)
+    assert result.resumed_from == 0  # the epoch whose checkpoint it resumed from
     a = full.method.trainable().state_dict()
     b = resumed.method.trainable().state_dict()
     assert any(k.startswith("guide.") for k in a) and a.keys() == b.keys()
