@@ -106,3 +106,19 @@ def test_a_batch_smaller_than_k_is_a_config_error(tmp_path):
     t = _trainer(str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="inner_steps=3"):
         t.method.training_step(t.data.train.batch(torch.arange(2)), t.ctx)
+
+
+def test_inner_batches_cut_tensor_and_graph_batches_into_contiguous_parts():
+    from kdforge.data.types import Graph, Split
+
+    x, y = torch.randn(7, 3), torch.arange(7)
+    parts = inner_batches(Split(x, y).batch(torch.arange(7)), 3)
+    assert [len(p) for p in parts] == [3, 2, 2]
+    assert torch.equal(torch.cat([p.x for p in parts]), x) and torch.equal(torch.cat([p.y for p in parts]), y)
+    graph = Graph(x=torch.randn(10, 3), edge_index=torch.tensor([[0, 1], [1, 0]]), y=torch.arange(10) % 2)
+    nodes = torch.tensor([9, 2, 4, 7])
+    batch = Split(nodes, graph.y[nodes], graph=graph).batch(torch.arange(4))
+    halves = inner_batches(batch, 2)
+    assert all(h.x is graph.x and h.extra == batch.extra for h in halves)  # every part runs on the whole graph
+    assert [h.select.tolist() for h in halves] == [[9, 2], [4, 7]]
+    assert torch.equal(torch.cat([h.y for h in halves]), graph.y[nodes])
