@@ -41,3 +41,19 @@ def tree_digest(root: Path) -> dict[str, str]:
 
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def full_and_resumed(make: Callable[..., Any], tmp_path: Path, stop_epoch: int = 0) -> tuple[Any, Any, Any, Any]:
+    """(full trainer, its result, resumed trainer, its result): `make(run_dir, callbacks=...)` builds the same
+    trainer each time; one run goes through, another is stopped after `stop_epoch` and resumed from its folder."""
+    full = make(str(tmp_path / "full"))
+    full_result = full.fit()
+    cut = make(str(tmp_path / "cut"), callbacks=(stop_after(stop_epoch),))
+    try:
+        cut.fit()
+    except Stop:
+        pass
+    else:
+        raise AssertionError("the run was not stopped")
+    resumed = make(str(tmp_path / "cut"))
+    return full, full_result, resumed, resumed.fit(resume=True)

@@ -11,7 +11,9 @@ from kdforge.losses.crd import crd_nce_loss, crd_scores
 from kdforge.losses.dkd import dkd_loss, dkd_terms
 from kdforge.losses.fitnet import hint_loss
 from kdforge.losses.kd import kd_loss
+from kdforge.losses.l2t_dln import dln_loss, loss_network, one_vs_one_pairs, preprocess_gradients
 from kdforge.losses.nst import nst_loss, polynomial_kernel
+from kdforge.losses.prokt import mirror_descent_target, prokt_teacher_loss
 from kdforge.losses.pkt import cosine_probabilities, pkt_loss
 from kdforge.losses.pseudo import (
     confidence_mask,
@@ -55,6 +57,7 @@ __all__ = [
     "distance_potential",
     "dkd_loss",
     "dkd_terms",
+    "dln_loss",
     "fit_isotonic",
     "forward_corrected_loss",
     "hard_cross_entropy",
@@ -64,12 +67,17 @@ __all__ = [
     "isotonic_predict",
     "kd_loss",
     "kl_div_with_temperature",
+    "loss_network",
+    "mirror_descent_target",
     "nst_loss",
+    "one_vs_one_pairs",
     "pairwise_distances",
     "pkt_loss",
     "polynomial_kernel",
     "regularization_samples",
     "pool_to_common_size",
+    "preprocess_gradients",
+    "prokt_teacher_loss",
     "rkd_angle_loss",
     "rkd_distance_loss",
     "rkd_loss",
