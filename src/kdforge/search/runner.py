@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from kdforge.errors import ConfigError
 from kdforge.fileio import atomic_write_text
@@ -34,15 +35,26 @@ POLL_S = 1.0  # how often a worker with nothing to ask checks the trials still r
 MAX_RETRY = 2  # re-queues of a killed trial before it counts as lost
 
 
-def storage(cfg: SearchConfig, url: str) -> RDBStorage:
-    """The RDB storage with heartbeats (a dead worker's trial is failed after `grace_s` and re-queued)."""
+def storage(cfg: SearchConfig, url: str, create: bool = True) -> RDBStorage:
+    """The RDB storage with heartbeats (a dead worker's trial is failed after `grace_s` and re-queued); a
+    ConfigError naming the URL when it cannot be opened (or, with create=False, an SQLite file does not exist)."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        if not create and not path.is_file():
+            raise ConfigError(f"storage {url}: no such file; start the search first (kdforge search CONFIG) or give "
+                              "its --storage URL")
+        path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=cfg.heartbeat_s, grace_period=cfg.grace_s,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=cfg.heartbeat_s,
+                              grace_period=cfg.grace_s,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    except (SQLAlchemyError, ImportError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"storage {url}: cannot be opened ({first}); give an Optuna database URL such as "
+                          "sqlite:///runs/search.db or postgresql+psycopg2://user@host/db") from None
 
 
 def space_signature(cfg: SearchConfig) -> str:
@@ -51,11 +63,14 @@ def space_signature(cfg: SearchConfig) -> str:
                        "proxy": cfg.proxy.model_dump(mode="json")}, sort_keys=True)
 
 
-def open_study(cfg: SearchConfig, url: str) -> optuna.Study:
+def open_study(cfg: SearchConfig, url: str, create: bool = True) -> optuna.Study:
     """The study `cfg.name` on `url`, created (with its seed programs queued) when new; a ConfigError when the
     study there was started with another search space, evolution or proxy."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=cfg.name, storage=storage(cfg, url), direction="maximize",
+    store = storage(cfg, url, create)
+    if not create and cfg.name not in optuna.get_all_study_names(store):
+        raise ConfigError(f"no study {cfg.name!r} in {url}: start the search first (kdforge search CONFIG)")
+    study = optuna.create_study(study_name=cfg.name, storage=store, direction="maximize",
                                 sampler=EvolutionSampler(cfg.space, cfg.evolution), load_if_exists=True)
     signature = space_signature(cfg)
     stored = study.user_attrs.get("signature")
