@@ -104,7 +104,7 @@ class Evaluator:
                 loss.backward()  # type: ignore[union-attr]
                 finite = all(torch.isfinite(p.grad).all() for p in method.trainable().parameters()
                              if p.grad is not None)
-                losses.append(float(loss) if finite else float("nan"))
+                losses.append(float(loss.detach()) if finite else float("nan"))  # type: ignore[union-attr]
                 if not math.isfinite(losses[-1]):
                     break
                 optimizer.step()

@@ -58,8 +58,10 @@ def storage(cfg: SearchConfig, url: str, create: bool = True) -> RDBStorage:
 
 
 def space_signature(cfg: SearchConfig) -> str:
-    """What must agree for workers to join one study: the genes, the evolution and the proxy."""
-    return json.dumps({"space": cfg.space.model_dump(mode="json"), "evolution": cfg.evolution.model_dump(mode="json"),
+    """What must agree for workers to join one study: the genes, the evolution and the proxy (not the budget: a
+    finished search is extended by running it again with more `evolution.trials`)."""
+    evolution = cfg.evolution.model_dump(mode="json", exclude={"trials"})
+    return json.dumps({"space": cfg.space.model_dump(mode="json"), "evolution": evolution,
                        "proxy": cfg.proxy.model_dump(mode="json")}, sort_keys=True)
 
 
