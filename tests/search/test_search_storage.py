@@ -1,12 +1,9 @@
 """End to end: workers sharing one Optuna storage (SQLite always; PostgreSQL when its server binaries are here),
 a worker killed mid-trial, the found distiller run by `kdforge distill`, and `kdforge search report`."""
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,14 +15,11 @@ from optuna.trial import TrialState
 from kdforge.api import run
 from kdforge.cli import main
 from kdforge.config import load_config
+from kdforge.search.pgserver import local_postgres, unavailable
 from kdforge.search.runner import search
 from kdforge.search.space import load_search_config
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-PG_BIN = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-               if (p / "initdb").exists()), None) if Path("/usr/lib/postgresql").is_dir() else None
-if PG_BIN is None and shutil.which("initdb"):
-    PG_BIN = Path(shutil.which("initdb")).parent
 
 
 def _trials(path, url=None):
@@ -97,39 +91,13 @@ def test_a_worker_killed_mid_trial_loses_nothing_and_trains_nothing_twice(search
         assert retry[0].user_attrs["resumed_from_epoch"] is not None
 
 
-def _as_postgres(cmd):
-    if os.geteuid() == 0:  # the server refuses to run as root
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return cmd
-
-
 @pytest.fixture
 def postgres():
-    if PG_BIN is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    if os.geteuid() == 0:
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-    pytest.importorskip("psycopg2")
-    root = Path(tempfile.mkdtemp(prefix="kdzpg"))  # short: the socket path has a length limit
-    if os.geteuid() == 0:
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-    data, port = root / "data", 54329
-    subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]),
-                   check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                                 f"-k {root} -c listen_addresses='' -p {port}", "start"]), check=True,
-                   capture_output=True)
-    try:
-        subprocess.run(_as_postgres([str(PG_BIN / "createdb"), "-h", str(root), "-p", str(port), "-U", "postgres",
-                                     "kdzero"]), check=True, capture_output=True)
-        yield f"postgresql+psycopg2://postgres@/kdzero?host={root}&port={port}"
-    finally:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    with local_postgres() as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 children bred from parents, shrinkage, no duplicates), loss rejection and the search config's errors."""
 import math
 
-import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 

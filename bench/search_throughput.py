@@ -1,0 +1,103 @@
+"""Distiller-search throughput: candidate evaluations per hour with 1 and 2 worker processes, on SQLite and on a
+PostgreSQL server (a throwaway one started in a temporary folder, `kdforge.search.pgserver`).
+
+Each variant is a fresh search of the digits config (no data files) whose space holds only logit operations that
+always fit, so every candidate is trained (no cheap rejections to skew the rate); the teacher is trained once
+beforehand and shared. Wall time is that of `kdforge.search.runner.search` (study creation, worker start-up,
+every candidate, best.yaml), so the start-up of spawned workers counts against 2 workers.
+
+    python bench/search_throughput.py [--trials 16] [--proxy-epochs 8] [--no-write]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from kdforge.search.pgserver import local_postgres, unavailable
+from kdforge.search.runner import make_evaluator, search
+from kdforge.search.space import load_search_config
+
+from _report import command, machine, today, write_section  # bench/_report.py
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+LOGIT_OPS = ["softmax", "sigmoid", "l2norm", "batchnorm", "samplenorm", "mask_target"]
+
+
+def write_config(folder: Path, name: str, trials: int, epochs: int, teachers: Path) -> Path:
+    cfg = {"name": name, "experiment": str(CONFIGS / "digits_kd.yaml"),
+           "overrides": ["train.progress=false", f"teacher.store_dir={teachers}"], "out": str(folder / name),
+           "space": {"transforms": LOGIT_OPS, "max_transforms": 2},
+           "evolution": {"trials": trials, "population": 4, "tournament": 2, "seed": 0},
+           "proxy": {"train_subset": 1000, "val_subset": 180, "epochs": epochs, "warmup_batches": 3}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def measure(path: Path, workers: int, url: str | None) -> tuple[float, int, int]:
+    """(wall seconds, candidates finished, candidates trained)."""
+    t0 = time.perf_counter()
+    search(path, workers=workers, storage_url=url)
+    wall = time.perf_counter() - t0
+    cfg, _ = load_search_config(path)
+    trials = optuna.load_study(study_name=cfg.name, storage=url or cfg.storage_url).get_trials()
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    trained = [t for t in done if "curve" in t.user_attrs and t.user_attrs["curve"]]
+    return wall, len(done), len(trained)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--proxy-epochs", type=int, default=8)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    pg_missing = unavailable()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        teachers = folder / "teachers"
+        first = write_config(folder, "warm", 1, 1, teachers)
+        warm, experiment = load_search_config(first)
+        make_evaluator(warm, experiment, warm.overrides)  # trains the shared teacher once, before any timing
+        for storage in ["sqlite", "postgresql"]:
+            if storage == "postgresql" and pg_missing:
+                print(f"postgresql skipped: {pg_missing}")
+                continue
+            for workers in (1, 2):
+                name = f"{storage}_{workers}w"
+                path = write_config(folder, name, args.trials, args.proxy_epochs, teachers)
+                with (local_postgres(database=name) if storage == "postgresql" else nullcontext()) as url:
+                    wall, done, trained = measure(path, workers, url)
+                rows.append((storage, workers, wall, done, trained))
+                print(f"{name}: {done} candidates ({trained} trained) in {wall:.1f} s = {3600 * done / wall:.0f}/h",
+                      flush=True)
+    base = {s: 3600 * d / w for s, n, w, d, _ in rows if n == 1}
+    lines = ["## Distiller search: candidate evaluations per hour, 1 vs 2 workers, SQLite vs PostgreSQL", "",
+             f"`{command()}` on {today()}; {machine()}.", "",
+             f"Digits search, {args.trials} candidates, proxy {args.proxy_epochs} epochs on 1,000 samples (mlp[32] "
+             "student, cnn teacher), logit operations only (every candidate is trained). Wall time includes study "
+             "creation and worker start-up.", "",
+             "| storage | workers | wall s | candidates | trained | candidates / hour | vs 1 worker |",
+             "|---|---|---|---|---|---|---|"]
+    for storage, workers, wall, done, trained in rows:
+        rate = 3600 * done / wall
+        lines.append(f"| {storage} | {workers} | {wall:.1f} | {done} | {trained} | {rate:.0f} | "
+                     f"{rate / base[storage]:.2f}x |")
+    if pg_missing:
+        lines += ["", f"PostgreSQL not measured: {pg_missing}."]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section(Path(__file__).parents[1] / "docs" / "benchmarks.md", "search_throughput", body)
+
+
+if __name__ == "__main__":
+    main()
