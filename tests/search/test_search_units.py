@@ -111,3 +111,17 @@ def test_search_config_errors_name_the_key(tmp_path):
     assert exp == tmp_path / "x.yaml"
 
 
+
+
+def test_cli_input_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    from kdforge.cli import main
+
+    assert main(["search", str(tmp_path / "nope.yaml")]) == 2
+    assert main(["search", "report"]) == 2
+    path = tmp_path / "s.yaml"
+    path.write_text("experiment: x.yaml\n")
+    assert main(["search", "report", str(path), f"out={tmp_path / 'none'}"]) == 2  # no search has run there
+    assert main(["search", str(path), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+    assert "no such file" in err[2] and "--workers must be at least 1" in err[3]
