@@ -1,6 +1,7 @@
 """The search's pieces without training: genome <-> program, the evolution sampler (generation 0 random, later
 children bred from parents, shrinkage, no duplicates), loss rejection and the search config's errors."""
 import math
+from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState, create_trial
@@ -125,3 +126,15 @@ def test_cli_input_errors_are_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("error: ") for line in err)
     assert "no such file" in err[2] and "--workers must be at least 1" in err[3]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "search").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_search_configs_validate(path):
+    from kdforge.config import load_config
+
+    cfg, experiment = load_search_config(path)
+    exp = load_config(experiment, cfg.overrides)
+    assert exp.teacher is not None and cfg.evolution.trials >= cfg.evolution.population
+    for genome in cfg.evolution.seed_programs:  # queued genomes name only genes and values of the space
+        assert all(genome[g] in choices for g, choices in genes(cfg.space).items())
