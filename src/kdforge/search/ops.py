@@ -46,50 +46,21 @@ def _sigmoid(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
     return ops.sigmoid_t(x, arg)  # type: ignore[arg-type]
 
 
-@transform("l2norm")
-def _l2norm(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
-    return ops.l2_normalize(x)
-
-
-@transform("batchnorm")
-def _batchnorm(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
-    return ops.batch_standardize(x)
-
-
-@transform("samplenorm")
-def _samplenorm(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
-    return ops.sample_standardize(x)
-
-
 @transform("mask_target")
 def _mask_target(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
     return ops.mask_target(x, labels)
 
 
-@transform("attention")
-def _attention(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
-    return ops.attention_map(x)
+def _unary(fn: Callable[[Tensor], Tensor]) -> TransformFn:
+    """A transform of the knowledge alone (no labels, no argument)."""
+    return lambda x, labels, arg: fn(x)
 
 
-@transform("gram")
-def _gram(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
-    return ops.gram_matrix(x)
-
-
-@transform("batch_relation")
-def _batch_relation(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
-    return ops.batch_relation(x)
-
-
-@transform("channel_relation")
-def _channel_relation(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
-    return ops.channel_relation(x)
-
-
-@transform("pool")
-def _pool(x: Tensor, labels: Tensor, arg: float | None) -> Tensor:
-    return ops.global_pool(x)
-
+for _name, _unary_fn in {"l2norm": ops.l2_normalize, "batchnorm": ops.batch_standardize,
+                         "samplenorm": ops.sample_standardize, "attention": ops.attention_map,
+                         "gram": ops.gram_matrix, "batch_relation": ops.batch_relation,
+                         "channel_relation": ops.channel_relation, "pool": ops.global_pool}.items():
+    transform(_name)(_unary(_unary_fn))
 
 for _name, _fn in {"kl": ops.kl_distance, "l1": ops.l1_distance, "l2": ops.l2_distance,
                    "smooth_l1": ops.smooth_l1_distance, "cosine": ops.cosine_distance,

@@ -72,15 +72,7 @@ def plot_generations(trials: list[FrozenTrial], population: int, path: Path, tit
         running = max([running, *(t.value for t in valid if generation(t.number, population) == g)])
         best.append(running)
     ax.plot(gens, best, color="black", label="best so far")
-    ax.set_xlabel("generation")
-    ax.set_ylabel("proxy fitness (val top-1 %)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, ("generation", "proxy fitness (val top-1 %)", title))
 
 
 def plot_curves(trials: list[FrozenTrial], path: Path, title: str) -> Path:
@@ -90,9 +82,14 @@ def plot_curves(trials: list[FrozenTrial], path: Path, title: str) -> Path:
     for t in trials:
         curve = t.user_attrs.get("curve", [])
         ax.plot(range(1, len(curve) + 1), curve, marker="o", label=f"trial {t.number}: {t.value:.2f}")
-    ax.set_xlabel("proxy epoch")
-    ax.set_ylabel("val top-1 %")
-    ax.set_title(f"{title}: best programs")
+    return _finish(plt, fig, ax, path, ("proxy epoch", "val top-1 %", f"{title}: best programs"))
+
+
+def _finish(plt: Any, fig: Any, ax: Any, path: Path, labels: tuple[str, str, str]) -> Path:
+    """Axis labels and title, legend and grid, then the PNG written atomically."""
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(labels[2])
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

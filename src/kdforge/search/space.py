@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kdforge.config.load import apply_overrides
 from kdforge.config.schema import StrictModel
@@ -45,20 +45,13 @@ class SpaceConfig(StrictModel):
     max_transforms: int = Field(3, ge=1, le=6)
     ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label CE every candidate keeps")
 
-    @field_validator("transforms")
+    @field_validator("transforms", "distances")
     @classmethod
-    def _transforms(cls, value: list[str]) -> list[str]:
-        from kdforge.search.ops import TRANSFORMS
+    def _registered(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        from kdforge.search.ops import DISTANCES, TRANSFORMS
+        registry = TRANSFORMS if info.field_name == "transforms" else DISTANCES
         for name in value:
-            TRANSFORMS.lookup(name, "space.transforms")
-        return value
-
-    @field_validator("distances")
-    @classmethod
-    def _distances(cls, value: list[str]) -> list[str]:
-        from kdforge.search.ops import DISTANCES
-        for name in value:
-            DISTANCES.lookup(name, "space.distances")
+            registry.lookup(name, f"space.{info.field_name}")
         return value
 
     @model_validator(mode="after")
