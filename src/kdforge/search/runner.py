@@ -248,8 +248,9 @@ def search(config: str | Path, overrides: list[str] = (), workers: int = 1, stor
             p.join()
         if any(p.exitcode != 0 for p in procs):
             raise RuntimeError(f"search workers exited with codes {[p.exitcode for p in procs]}")
-    write_best(study, cfg, experiment)
-    return progress_line(study, cfg.evolution.population, cfg.evolution.trials)
+    best = write_best(study, cfg, experiment)
+    line = progress_line(study, cfg.evolution.population, cfg.evolution.trials)
+    return line if best is None else f"{line}\nbest program: {best.parent / 'best.yaml'}; kdforge distill {best}"
 
 
 def write_best(study: optuna.Study, cfg: SearchConfig, experiment: Path) -> Path | None:
