@@ -6,7 +6,7 @@ always fit, so every candidate is trained (no cheap rejections to skew the rate)
 beforehand and shared. Wall time is that of `kdforge.search.runner.search` (study creation, worker start-up,
 every candidate, best.yaml), so the start-up of spawned workers counts against 2 workers.
 
-    python bench/search_throughput.py [--trials 16] [--proxy-epochs 8] [--no-write]
+    python bench/search_throughput.py [--trials 16] [--proxy-epochs 8,40] [--no-write]
 """
 from __future__ import annotations
 
@@ -41,56 +41,62 @@ def write_config(folder: Path, name: str, trials: int, epochs: int, teachers: Pa
     return path
 
 
-def measure(path: Path, workers: int, url: str | None) -> tuple[float, int, int]:
-    """(wall seconds, candidates finished, candidates trained)."""
+def measure(path: Path, workers: int, url: str | None) -> tuple[float, int, float]:
+    """(wall seconds, candidates finished, mean seconds one candidate's evaluation took in its worker)."""
     t0 = time.perf_counter()
     search(path, workers=workers, storage_url=url)
     wall = time.perf_counter() - t0
     cfg, _ = load_search_config(path)
     trials = optuna.load_study(study_name=cfg.name, storage=url or cfg.storage_url).get_trials()
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    trained = [t for t in done if "curve" in t.user_attrs and t.user_attrs["curve"]]
-    return wall, len(done), len(trained)
+    seconds = [t.user_attrs["seconds"] for t in done if "seconds" in t.user_attrs]
+    return wall, len(done), sum(seconds) / max(len(seconds), 1)
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--trials", type=int, default=16)
-    ap.add_argument("--proxy-epochs", type=int, default=8)
+    ap.add_argument("--proxy-epochs", default="8,40", help="comma-separated proxy lengths (candidate sizes)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     pg_missing = unavailable()
-    rows = []
+    rows, loads = [], [load()]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         teachers = folder / "teachers"
-        first = write_config(folder, "warm", 1, 1, teachers)
-        warm, experiment = load_search_config(first)
+        warm, experiment = load_search_config(write_config(folder, "warm", 1, 1, teachers))
         make_evaluator(warm, experiment, warm.overrides)  # trains the shared teacher once, before any timing
-        for storage in ["sqlite", "postgresql"]:
-            if storage == "postgresql" and pg_missing:
-                print(f"postgresql skipped: {pg_missing}")
-                continue
-            for workers in (1, 2):
-                name = f"{storage}_{workers}w"
-                path = write_config(folder, name, args.trials, args.proxy_epochs, teachers)
-                with (local_postgres(database=name) if storage == "postgresql" else nullcontext()) as url:
-                    wall, done, trained = measure(path, workers, url)
-                rows.append((storage, workers, wall, done, trained))
-                print(f"{name}: {done} candidates ({trained} trained) in {wall:.1f} s = {3600 * done / wall:.0f}/h",
-                      flush=True)
-    base = {s: 3600 * d / w for s, n, w, d, _ in rows if n == 1}
+        for epochs in [int(e) for e in args.proxy_epochs.split(",")]:
+            for storage in ["sqlite", "postgresql"]:
+                if storage == "postgresql" and pg_missing:
+                    print(f"postgresql skipped: {pg_missing}")
+                    continue
+                for workers in (1, 2):
+                    name = f"{storage}_{workers}w_{epochs}ep"
+                    path = write_config(folder, name, args.trials, epochs, teachers)
+                    with (local_postgres(database=name) if storage == "postgresql" else nullcontext()) as url:
+                        wall, done, each = measure(path, workers, url)
+                    rows.append((epochs, storage, workers, wall, done, each))
+                    loads.append(load())
+                    print(f"{name}: {done} candidates in {wall:.1f} s = {3600 * done / wall:.0f}/h", flush=True)
+    base = {(e, st): 3600 * d / w for e, st, n, w, d, _ in rows if n == 1}
     lines = ["## Distiller search: candidate evaluations per hour, 1 vs 2 workers, SQLite vs PostgreSQL", "",
              f"`{command()}` on {today()}; {machine()}.", "",
-             f"Digits search, {args.trials} candidates, proxy {args.proxy_epochs} epochs on 1,000 samples (mlp[32] "
-             "student, cnn teacher), logit operations only (every candidate is trained). Wall time includes study "
-             "creation and worker start-up.", "",
-             "| storage | workers | wall s | candidates | trained | candidates / hour | vs 1 worker |",
-             "|---|---|---|---|---|---|---|"]
-    for storage, workers, wall, done, trained in rows:
+             f"Digits search, {args.trials} candidates per row, proxy of N epochs on 1,000 samples (mlp[32] student, "
+             "cnn teacher), logit operations only (every candidate is trained). Wall time is the whole `search()` "
+             "call: study creation, worker start-up (a spawned worker imports torch, loads the data and the "
+             "teacher) and every candidate; 'candidate s' is the mean time one evaluation took inside its worker. "
+             f"1-minute load average of the machine during the rows: {' -> '.join(loads)} (2 cores).", "",
+             "| proxy epochs | storage | workers | wall s | candidates | candidate s | candidates / hour | vs 1 worker |",
+             "|---|---|---|---|---|---|---|---|"]
+    for epochs, storage, workers, wall, done, each in rows:
         rate = 3600 * done / wall
-        lines.append(f"| {storage} | {workers} | {wall:.1f} | {done} | {trained} | {rate:.0f} | "
-                     f"{rate / base[storage]:.2f}x |")
+        lines.append(f"| {epochs} | {storage} | {workers} | {wall:.1f} | {done} | {each:.2f} | {rate:.0f} | "
+                     f"{rate / base[(epochs, storage)]:.2f}x |")
     if pg_missing:
         lines += ["", f"PostgreSQL not measured: {pg_missing}."]
     body = "\n".join(lines)

@@ -148,6 +148,9 @@ def work(cfg: SearchConfig, experiment: Path, overrides: list[str], url: str, wo
         with warnings.catch_warnings():  # heartbeats are recorded by `heartbeat` below, as optimize() would
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask(dists)
+        # at once: a trial that never recorded a heartbeat is never found stale, so one whose worker died before
+        # its first beat would hold the search open for ever
+        study._storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
         if not _in_budget(study, trial, budget):
             continue
         evaluated += _evaluate(study, trial, cfg, evaluator, worker)
