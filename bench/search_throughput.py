@@ -21,6 +21,8 @@ import yaml
 from optuna.trial import TrialState
 
 from kdforge.search.pgserver import local_postgres, unavailable
+import kdforge.search.runner as runner
+from kdforge.search.evaluate import Outcome
 from kdforge.search.runner import make_evaluator, search
 from kdforge.search.space import load_search_config
 
@@ -53,6 +55,20 @@ def measure(path: Path, workers: int, url: str | None) -> tuple[float, int, floa
     return wall, len(done), sum(seconds) / max(len(seconds), 1)
 
 
+def storage_overhead(path: Path, url: str | None, trials: int) -> float:
+    """Milliseconds per candidate of one worker's loop with an evaluator that trains nothing: what the storage and
+    the sampler cost (stale check, ask, heartbeat, attributes, tell, re-reading the trials), all in this process."""
+    cfg, experiment = load_search_config(path, [f"evolution.trials={trials}"])
+    real = runner.make_evaluator
+    runner.make_evaluator = lambda *a: (lambda params, run_dir: Outcome(50.0))  # noqa: E731
+    try:
+        t0 = time.perf_counter()
+        runner.work(cfg, experiment, cfg.overrides, url or cfg.storage_url, verbose=False)
+        return 1000 * (time.perf_counter() - t0) / trials
+    finally:
+        runner.make_evaluator = real
+
+
 def load() -> str:
     return Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
 
@@ -61,6 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--proxy-epochs", default="8,40", help="comma-separated proxy lengths (candidate sizes)")
+    ap.add_argument("--overhead-trials", type=int, default=100, help="candidates of the storage-overhead rows")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     pg_missing = unavailable()
@@ -70,6 +87,13 @@ def main() -> None:
         teachers = folder / "teachers"
         warm, experiment = load_search_config(write_config(folder, "warm", 1, 1, teachers))
         make_evaluator(warm, experiment, warm.overrides)  # trains the shared teacher once, before any timing
+        overhead = {}
+        for storage in ["sqlite", "postgresql"]:
+            if not (storage == "postgresql" and pg_missing):
+                path = write_config(folder, f"overhead_{storage}", 1, 1, teachers)
+                with (local_postgres(database="overhead") if storage == "postgresql" else nullcontext()) as url:
+                    overhead[storage] = storage_overhead(path, url, args.overhead_trials)
+                print(f"{storage}: {overhead[storage]:.1f} ms per candidate without training", flush=True)
         for epochs in [int(e) for e in args.proxy_epochs.split(",")]:
             for storage in ["sqlite", "postgresql"]:
                 if storage == "postgresql" and pg_missing:
@@ -97,6 +121,8 @@ def main() -> None:
         rate = 3600 * done / wall
         lines.append(f"| {epochs} | {storage} | {workers} | {wall:.1f} | {done} | {each:.2f} | {rate:.0f} | "
                      f"{rate / base[(epochs, storage)]:.2f}x |")
+    lines += ["", f"Storage and sampler cost per candidate, measured alone ({args.overhead_trials} candidates, one worker, "
+              "an evaluator that trains nothing): " + ", ".join(f"{k} {v:.1f} ms" for k, v in overhead.items()) + "."]
     if pg_missing:
         lines += ["", f"PostgreSQL not measured: {pg_missing}."]
     body = "\n".join(lines)
