@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     rep.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
     rep.add_argument("--title", default="kdforge report")
+    se = sub.add_parser("search", help="KD-Zero distiller search (or `search report CONFIG`) on an Optuna storage")
+    se.add_argument("config", nargs="+", help="search YAML and key=value overrides; `report CONFIG` lists the best "
+                                              "programs, their fitness curves and a plot of fitness over generations")
+    se.add_argument("--workers", type=int, default=1, help="worker processes started here")
+    se.add_argument("--storage", default=None, help="Optuna storage URL to join (default sqlite:///<out>/search.db)")
+    se.add_argument("--top", type=int, default=10, help="report: how many programs to list")
+    se.set_defaults(overrides=[])
     demo = sub.add_parser("demo", help="teacher, student alone, KD and WSL on scikit-learn digits, 3 seeds")
     demo.add_argument("--seeds", type=int, default=3)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -190,6 +197,22 @@ def _cache(args: argparse.Namespace) -> None:
         print("every shard matches its sha256")
 
 
+def _search(args: argparse.Namespace) -> None:
+    words = [*args.config, *getattr(args, "overrides", [])]
+    if words[0] == "report":
+        from kdforge.search.report import report
+        from kdforge.search.space import load_search_config
+
+        if len(words) < 2:
+            raise KdforgeError("search report: give the search config, e.g. kdforge search report configs/search/x.yaml")
+        cfg, _ = load_search_config(words[1], words[2:])
+        print(report(cfg, args.storage or cfg.storage_url, args.top), end="")
+        return
+    from kdforge.search.runner import search
+
+    print(search(words[0], words[1:], workers=args.workers, storage_url=args.storage))
+
+
 def _demo(args: argparse.Namespace) -> None:
     from kdforge.demo import demo
 
@@ -204,8 +227,8 @@ def _print_summary(summary: dict) -> None:
           f"ECE {test['ece']:.2%} ({summary['train_time_s']:.1f} s) -> {summary['run_dir']}")
 
 
-COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _compare, "cache": _cache, "demo": _demo,
-            "analyze": _analyze, "report": _report}
+COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _compare, "cache": _cache, "search": _search,
+            "demo": _demo, "analyze": _analyze, "report": _report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
