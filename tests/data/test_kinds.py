@@ -53,7 +53,7 @@ def test_random_split_counts_and_seed(data_root, cora):
 
 def test_graph_models_and_batches_give_logits_of_the_batch_nodes(cora):
     torch.manual_seed(0)
-    for name in ("gcn", "mlp"):  # an MLP student on node features ignores the edges (GLNN)
+    for name in ("gcn", "sage", "gat", "mlp"):  # an MLP student on node features ignores the edges (GLNN)
         model = models.build(ModelConfig(name=name), cora.spec).eval()
         batch = next(BatchIterator(cora.train, 32, 7, AugmentConfig(), seed=0).epoch(0))
         assert batch.forward(model).shape == (32, 7) and torch.equal(batch.y, cora.train.y[batch.index])

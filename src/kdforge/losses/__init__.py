@@ -13,6 +13,13 @@ from kdforge.losses.fitnet import hint_loss
 from kdforge.losses.kd import kd_loss
 from kdforge.losses.nst import nst_loss, polynomial_kernel
 from kdforge.losses.pkt import cosine_probabilities, pkt_loss
+from kdforge.losses.pseudo_label import (
+    average_views,
+    cautious_pl_loss,
+    select_pseudo_labels,
+    view_agreement,
+    wrong_with_wrong_neighbour,
+)
 from kdforge.losses.reviewkd import hcl_loss
 from kdforge.losses.rkd import (
     angle_potential,
@@ -27,6 +34,11 @@ from kdforge.losses.vid import vid_log_scale_init, vid_nll, vid_variance
 from kdforge.losses.wsl import wsl_loss, wsl_weights
 
 __all__ = [
+    "average_views",
+    "cautious_pl_loss",
+    "select_pseudo_labels",
+    "view_agreement",
+    "wrong_with_wrong_neighbour",
     "angle_potential",
     "at_loss",
     "attention_map",
