@@ -17,8 +17,10 @@ from kdforge.data.types import DataSpec
 from kdforge.models.mlp import Dropout
 from kdforge.registry import MODELS
 
-# Above this share of non-zeros a dense first layer is as fast as a sparse one.
+# Above this share of non-zeros a dense first layer is as fast as a sparse one; below this many rows (a few
+# queried nodes) building the sparse copy costs more than it saves.
 SPARSE_DENSITY = 0.1
+SPARSE_MIN_ROWS = 256
 
 
 def graph_features(spec: DataSpec) -> int:
@@ -35,7 +37,7 @@ class SparseFeatures(nn.Module):
     gradient), and dropout on the stored non-zeros alone has the same distribution as on the dense matrix, since
     dropping a zero changes nothing. The CSR structure is built once per input tensor: the tensor is kept (so its
     identity cannot be reused by another) and its version counter detects in-place changes. Inputs that need a
-    gradient, or that are dense, take the plain dense path.
+    gradient, that are dense, or that hold a few rows take the plain dense path.
     """
 
     def __init__(self, p: float) -> None:
@@ -46,7 +48,7 @@ class SparseFeatures(nn.Module):
         self._csr: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.requires_grad or x.dim() != 2:
+        if x.requires_grad or x.dim() != 2 or x.shape[0] < SPARSE_MIN_ROWS:
             return F.dropout(x, self.p, self.training)
         if x is not self._source or x._version != self._version:
             dense_enough = int(torch.count_nonzero(x)) > SPARSE_DENSITY * x.numel()
@@ -64,7 +66,7 @@ class SparseFeatures(nn.Module):
                                        check_invariants=False)  # the structure is the checked one above
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "SparseFeatures":
-        return SparseFeatures(self.p)  # the cache is rebuilt on first use, not copied
+        return SparseFeatures(self.p).train(self.training)  # the cache is rebuilt on first use, not copied
 
 
 class NormalizedAdjacency(nn.Module):
@@ -87,7 +89,8 @@ class NormalizedAdjacency(nn.Module):
 
             edges, weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
             # rows are targets: GCNConv reads a sparse matrix as the transposed adjacency (adj_t)
-            adj = torch.sparse_coo_tensor(edges.flip(0), weight, (num_nodes, num_nodes), check_invariants=False).coalesce()
+            adj = torch.sparse_coo_tensor(edges.flip(0), weight, (num_nodes, num_nodes),
+                                          check_invariants=False).coalesce()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 self._adj = adj.to_sparse_csr()
@@ -95,7 +98,7 @@ class NormalizedAdjacency(nn.Module):
         return self._adj
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "NormalizedAdjacency":
-        return NormalizedAdjacency()
+        return NormalizedAdjacency().train(self.training)
 
 
 class GCN(nn.Module):
