@@ -31,7 +31,8 @@ def test_builds_each_method_with_validated_params() -> None:
 
 def test_unknown_method_lists_allowed() -> None:
     with pytest.raises(ConfigError, match=r"method\.name: unknown method 'wls' \(did you mean 'wsl'\?\); allowed: "
-                                          r"at, ce, crd, dkd, fitnet, kd, nst, pkt, reviewkd, rkd, sp, vid, wsl$"):
+                                          r"at, ce, cpl, crd, dkd, fitnet, glnn, kd, nst, pkt, pl, pl_threshold, "
+                                          r"reviewkd, rkd, sp, vid, wsl$"):
         validate_params(MethodConfig(name="wls"))
 
 
