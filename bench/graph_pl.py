@@ -70,10 +70,10 @@ def collect(data: str, out: Path) -> dict[str, list[dict[str, Any]]]:
     """Per method, per finished seed: val-selected test accuracy, test-selected (max over PL rounds), round 0's
     test accuracy, and the round records."""
     found: dict[str, list[dict[str, Any]]] = {}
+    done = [{p.parent.name for p in (out / data / name).glob("seed*/summary.json")} for name in METHODS]
+    seeds = sorted(set.intersection(*done), key=lambda s: int(s[4:]))  # seeds every method finished
     for name in METHODS:
-        for run_dir in sorted((out / data / name).glob("seed*")):
-            if not (run_dir / "summary.json").exists():
-                continue
+        for run_dir in (out / data / name / seed for seed in seeds):
             summary = json.loads((run_dir / "summary.json").read_text())
             recs = rounds(run_dir)
             later = [r["test_acc"] for r in recs[1:]] or [recs[0]["test_acc"]]
@@ -94,6 +94,10 @@ def table(found: dict[str, list[dict[str, Any]]]) -> str:
     if "pl" in found:
         runs = found["pl"]
         lines.append(f"| {LABELS['none']} | {len(runs)} | {pct([r['round0'] for r in runs])} | – | 0 | – | – |")
+    if "cpl" in found:  # CPL's round 0 differs: its loss is 3x the CE (beta = 1/3), i.e. weaker relative decay
+        runs = found["cpl"]
+        lines.append(f"| {LABELS['none']}, CPL's 3x CE loss | {len(runs)} | {pct([r['round0'] for r in runs])} | – "
+                     "| 0 | – | – |")
     for name, runs in found.items():
         last = [r["rounds"][-2] for r in runs if len(r["rounds"]) > 1]  # the last round that added labels
         if not last:
