@@ -227,3 +227,26 @@ def test_graph_pl_refuses_minibatches_and_other_data(tmp_path):
     with pytest.raises(ConfigError, match="needs graph data"):
         METHODS["cpl"](models.build(ModelConfig(name="mlp"), spec), None, METHODS["cpl"].Params(),
                        Setup.for_data(spec, tensors))
+
+
+def test_relabel_from_base_takes_the_base_models_next_most_confident_nodes(tmp_path):
+    """The official loop's behaviour: every round pseudo-labels from round 0's model, so after 3 rounds of 10 the
+    set is that model's 30 most confident non-training nodes (clean view), whatever later rounds learned."""
+    t = make_trainer(tmp_path / "run", "pl", relabel_from="base")
+    t.fit()
+    m, graph = t.method, t.data.train.graph
+    with torch.no_grad():
+        probs = F.softmax(m.base.eval()(graph.x, graph.edge_index), 1)
+    eligible = torch.ones(120, dtype=torch.bool)
+    eligible[t.data.train.x] = False
+    expected = select_pseudo_labels(probs.max(1).values, eligible, 30, 0.0)
+    assert set(m.pl_nodes.tolist()) == set(expected.tolist())
+    assert torch.equal(m.pl_labels, probs.argmax(1)[m.pl_nodes])
+
+
+def test_consistent_only_adds_nodes_whose_views_agree(tmp_path):
+    t = make_trainer(tmp_path / "run", "cpl", consistent_only=True, aug_drop=0.5)
+    t.fit()
+    added = [r for r in _rounds(tmp_path / "run") if "added" in r]
+    assert added and all(r["consistency_added"] == 1.0 for r in added if r["added"])
+    assert any(r["consistency"] < 1.0 for r in added)  # some nodes disagreed and were passed over
