@@ -20,7 +20,10 @@ from typing import Any
 from kdforge.api import run
 from kdforge.config import load_config
 from kdforge.config.schema import ExperimentConfig, MethodConfig
+from kdforge.fileio import atomic_write_text
 from kdforge.report import mean_std
+
+from _report import command, today, write_section  # bench/_report.py
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("pl", "pl_threshold", "cpl")
@@ -77,8 +80,9 @@ def collect(data: str, out: Path) -> dict[str, list[dict[str, Any]]]:
             summary = json.loads((run_dir / "summary.json").read_text())
             recs = rounds(run_dir)
             later = [r["test_acc"] for r in recs[1:]] or [recs[0]["test_acc"]]
-            found.setdefault(name, []).append({"val_selected": summary["test"]["top1"], "test_selected": max(later),
-                                               "round0": recs[0]["test_acc"], "rounds": recs})
+            found.setdefault(name, []).append({"seed": int(run_dir.name[4:]), "val_selected": summary["test"]["top1"],
+                                               "test_selected": max(later), "round0": recs[0]["test_acc"],
+                                               "rounds": recs})
     return found
 
 
@@ -150,11 +154,19 @@ def main() -> None:
     args = parser.parse_args()
     if not args.report:
         run_all(args.data, args.seeds, args.out, args.overrides)
+    sections = []
     for data in args.data:
         found = collect(data, args.out)
-        print(f"## {data}\n{table(found)}")
+        seeds = ", ".join(str(r["seed"]) for r in next(iter(found.values()), []))
+        sections.append(f"**{data}** (GCN, public split; seeds {seeds}):\n\n{table(found)}\n\n"
+                        f"![{data}](img/graph_pl_{data}.png)")
+        print(sections[-1], flush=True)
         plot(found, data, ROOT / "docs" / "img" / f"graph_pl_{data}.png")
-        (args.out / data / "collected.json").write_text(json.dumps(found, indent=1))
+        atomic_write_text(args.out / data / "collected.json", json.dumps(found, indent=1))
+    body = (f"`{command()}` (report written {today()}; runs in `{args.out.relative_to(ROOT)}/`, not committed). "
+            "Test accuracy in %, mean ± std over seeds; pseudo-label columns: the last round that added labels, "
+            "mean over seeds.\n\n" + "\n\n".join(sections))
+    write_section(ROOT / "docs" / "results.md", "graph_pl", body, tag="results")
 
 
 if __name__ == "__main__":
