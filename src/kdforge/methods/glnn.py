@@ -15,14 +15,15 @@ from dataclasses import replace
 from typing import ClassVar, Literal
 
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.errors import ConfigError
 from kdforge.losses import kd_loss, wsl_loss
-from kdforge.methods.base import Method, MethodParams
+from kdforge.methods.base import Method, MethodParams, Setup
 from kdforge.registry import METHODS
+from kdforge.teachers.base import TeacherSource
 
 
 class GLNNParams(MethodParams):
@@ -41,9 +42,9 @@ class GLNN(Method):
     Params: ClassVar[type[MethodParams]] = GLNNParams
     params: GLNNParams
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        if self.setup.spec.kind != "graph":
+    def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
+        super().__init__(student, teacher, params, setup)
+        if setup.spec.kind != "graph":
             raise ConfigError(f"method glnn distills a GNN on graph data, got {self.setup.spec.kind!r} data; use kd")
 
     def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:

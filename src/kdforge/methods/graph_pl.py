@@ -46,8 +46,9 @@ from kdforge.losses import (
     view_agreement,
     wrong_with_wrong_neighbour,
 )
-from kdforge.methods.base import Method, MethodParams
+from kdforge.methods.base import Method, MethodParams, Setup
 from kdforge.registry import METHODS
+from kdforge.teachers.base import TeacherSource
 
 
 class GraphPLParams(MethodParams):
@@ -79,7 +80,7 @@ class GraphPseudoLabel(Method):
     needs_teacher: ClassVar[bool] = False
     params: GraphPLParams
 
-    def __init__(self, student: nn.Module, teacher: Any, params: MethodParams, setup: Any) -> None:
+    def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
         if setup.spec.kind != "graph":
             raise ConfigError(f"method {type(self).__name__}: pseudo-labeling here needs graph data, got "
