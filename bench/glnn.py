@@ -113,7 +113,8 @@ def main() -> None:
     args = parser.parse_args()
     cfgs = {d: config(d, args.overrides) for d in args.data}
     times = {d: timing(cfg) for d, cfg in cfgs.items()}
-    body = (f"`{command()}` on {today()}; {machine()}. Inference time per node, GCN teacher (hidden 64) vs MLP "
+    body = (f"## GLNN: inference time per node, GCN teacher vs MLP student\n\n"
+            f"`{command()}` on {today()}; {machine()}. Inference time per node, GCN teacher (hidden 64) vs MLP "
             f"student (hidden [64]), eval mode, no_grad; one-node queries average 200 random nodes.\n\n"
             f"{timing_table(times)}")
     print(body)
