@@ -53,7 +53,7 @@ def test_random_split_counts_and_seed(data_root, cora):
 
 def test_graph_models_and_batches_give_logits_of_the_batch_nodes(cora):
     torch.manual_seed(0)
-    for name in ("gcn", "mlp"):  # an MLP student on node features ignores the edges (GLNN)
+    for name in ("gcn", "sage", "gat", "mlp"):  # an MLP student on node features ignores the edges (GLNN)
         model = models.build(ModelConfig(name=name), cora.spec).eval()
         batch = next(BatchIterator(cora.train, 32, 7, AugmentConfig(), seed=0).epoch(0))
         assert batch.forward(model).shape == (32, 7) and torch.equal(batch.y, cora.train.y[batch.index])
@@ -157,3 +157,27 @@ def test_label_budget_is_saved_with_the_run(tmp_path):
     kdforge.run(cfg)
     saved = json.loads((tmp_path / "data_splits.json").read_text())
     assert saved["labeled"] == build(cfg.data).splits["labeled"] and saved["label_budget"]["labeled"] == 0.2
+
+
+def test_planetoid_files_listed_in_sha256sums_load_and_tampered_ones_do_not(data_root, tmp_path):
+    """A data set outside the pinned snapshot (PubMed) is read once its files are listed in the data folder's
+    SHA256SUMS; shown here with Cora's files under another prefix."""
+    import hashlib
+    import shutil
+
+    src = data_root / "planetoid" / "raw"
+    if not (src / "ind.cora.x").exists():
+        pytest.skip("Planetoid files absent")
+    raw = tmp_path / "planetoid" / "raw"
+    raw.mkdir(parents=True)
+    lines = []
+    for part in planetoid.PARTS:
+        shutil.copy(src / f"ind.cora.{part}", raw / f"ind.pubmed.{part}")
+        digest = hashlib.sha256((raw / f"ind.pubmed.{part}").read_bytes()).hexdigest()
+        lines.append(f"{digest}  ./planetoid/raw/ind.pubmed.{part}")
+    (tmp_path / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    parts = planetoid.read_raw(raw, "pubmed")
+    assert torch.equal(parts["x"], planetoid.read_raw(src, "cora")["x"])
+    (raw / "ind.pubmed.ty").write_bytes((raw / "ind.pubmed.ty").read_bytes() + b"\0")
+    with pytest.raises(DataError, match="ind.pubmed.ty"):
+        planetoid.read_raw(raw, "pubmed")

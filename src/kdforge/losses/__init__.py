@@ -22,6 +22,13 @@ from kdforge.losses.pseudo import (
     thresholded_pseudo_label_loss,
     transition_matrix,
 )
+from kdforge.losses.pseudo_label import (
+    average_views,
+    cautious_pl_loss,
+    select_pseudo_labels,
+    view_agreement,
+    wrong_with_wrong_neighbour,
+)
 from kdforge.losses.reviewkd import hcl_loss
 from kdforge.losses.rkd import (
     angle_potential,
@@ -46,6 +53,11 @@ from kdforge.losses.vid import vid_log_scale_init, vid_nll, vid_variance
 from kdforge.losses.wsl import regularization_samples, wsl_loss, wsl_weights
 
 __all__ = [
+    "average_views",
+    "cautious_pl_loss",
+    "select_pseudo_labels",
+    "view_agreement",
+    "wrong_with_wrong_neighbour",
     "angle_potential",
     "at_loss",
     "attention_map",

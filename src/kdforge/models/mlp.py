@@ -38,4 +38,8 @@ def mlp(spec: DataSpec, hidden: Sequence[PositiveInt] = (256, 256), dropout: Dro
     """An MLP on the flattened input, for any float input shape (e.g. MNIST-1D's (40,), a graph's node features)."""
     if spec.kind == "tokens":
         raise ValueError("an MLP takes float features, not token ids; use bow or textcnn")
+    if spec.kind == "graph":  # node features, often mostly zeros: the GCN's sparse first layer, no flattening
+        from kdforge.models.gnn import SparseFeatures
+
+        return MLP(SparseFeatures(0.0), *mlp_head(spec.input_shape[0], hidden, spec.num_classes, dropout))
     return MLP(nn.Flatten(), *mlp_head(math.prod(spec.input_shape), hidden, spec.num_classes, dropout))

@@ -69,13 +69,11 @@ def _allowed() -> dict[tuple[str, str], object]:
 def read_raw(folder: Path, prefix: str) -> dict[str, object]:
     """Each verified part of `ind.<prefix>.*`: dense float tensors for features and one-hot labels, the adjacency
     dict for `graph`, int64 indices for `test.index`."""
-    if prefix not in PINNED:
-        raise DataError(f"{folder}: the raw files of {prefix!r} are not in the data snapshot (PubMed's are too large "
-                        "for it); put ind.{prefix}.* there and pin their sha256 to use it")
+    pinned = PINNED.get(prefix) or _listed_sums(folder, prefix)
     allowed, parts = _allowed(), {}
     for part in PARTS:
         path = require(folder / f"ind.{prefix}.{part}")
-        data = read_verified(path, PINNED[prefix][part])
+        data = read_verified(path, pinned[part])
         if part == "test.index":
             parts[part] = torch.tensor([int(v) for v in data.split()], dtype=torch.long)
             continue
@@ -85,6 +83,24 @@ def read_raw(folder: Path, prefix: str) -> dict[str, object]:
             obj = torch.from_numpy(np.asarray(dense)).to(torch.float)
         parts[part] = obj
     return parts
+
+
+def _listed_sums(folder: Path, prefix: str) -> dict[str, str]:
+    """sha256 of `ind.<prefix>.*` from the data folder's SHA256SUMS (`<hash>  ./planetoid/raw/ind.<prefix>.x`): how
+    a data set outside the pinned snapshot (PubMed, whose files are too large for it) is verified before unpickling."""
+    sums_file = folder.parents[1] / "SHA256SUMS"
+    listed = {}
+    if sums_file.exists():
+        for line in sums_file.read_text().splitlines():
+            digest, _, name = line.partition("  ")
+            if name.startswith(f"./planetoid/raw/ind.{prefix}."):
+                listed[name[len(f"./planetoid/raw/ind.{prefix}."):]] = digest.strip()
+    missing = [p for p in PARTS if p not in listed or not (folder / f"ind.{prefix}.{p}").exists()]
+    if missing:
+        raise DataError(f"{folder}: the raw files of {prefix!r} are not in the data snapshot (PubMed's are too large "
+                        f"for it); copy ind.{prefix}.{{{','.join(PARTS)}}} (kimiyoung/planetoid data/) there and "
+                        f"list their sha256 in {sums_file} as '<sha256>  ./planetoid/raw/ind.{prefix}.<part>'")
+    return listed
 
 
 def assemble(parts: dict[str, object], prefix: str) -> tuple[Graph, Tensor, Tensor, Tensor]:
