@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+#: The shared data folder beside the repository (X/main, X/shared/data), as `data.root` finds it in CI.
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
 
 class Stop(Exception):
     """Raised by `stop_after` to interrupt a run in process, as a crash would."""

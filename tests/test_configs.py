@@ -5,9 +5,9 @@ import pytest
 
 from kdforge.api import run
 from kdforge.config import load_config
+from support import SHARED
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NEEDS_FILES = {"mnist", "fashion_mnist", "mnist1d", "cifar10", "cora", "citeseer", "sst2", "trec"}
 OWN_VALIDATION = {"cora", "citeseer", "sst2"}  # these keep their own validation split: no val_fraction
 NO_FILES_IN_SNAPSHOT = {"pubmed"}  # registered, but its raw files are too large for the data snapshot

@@ -9,10 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 import kdforge
-from support import sigkill_after_checkpoint
+from support import SHARED, sigkill_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHARED.is_dir(), reason="shared data not present")]
 
 

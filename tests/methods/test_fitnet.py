@@ -12,6 +12,7 @@ from kdforge.methods import Setup
 from kdforge.methods import build as build_method
 from kdforge.methods.connectors import ConvReg, connector
 from kdforge.teachers import LiveTeacher
+from support import SHARED
 
 
 @pytest.mark.parametrize("s_shape,t_shape,kind", [
@@ -83,6 +84,7 @@ def test_hint_stage_trains_only_up_to_the_guided_layer(digits, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not present")
 def test_fitnet_config_runs_and_exports_the_student_alone(tmp_path):
     cfg = kdforge.load_config("configs/fashion_mnist_fitnet.yaml", [
         "data.train_subset=6000", "data.test_subset=1000", "train.epochs=3", "teacher.recipe.train.epochs=2",
