@@ -47,3 +47,24 @@ def test_unwritable_run_folder_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="cannot write the run folder .*file/run.*output_dir"):
         with RunLock(tmp_path / "file" / "run"):
             pass
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="zombie detection reads /proc (Linux)")
+def test_lock_of_a_zombie_is_taken_over(tmp_path):
+    # A worker killed along with its launcher is re-parented to init; an init that never reaps (a container's)
+    # leaves it a zombie, which os.kill(pid, 0) still reports as alive. Here we are the parent and do not reap.
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            pass
+        (tmp_path / LOCK).write_text(json.dumps({"pid": zombie.pid, "host": socket.gethostname(), "since": "then"}))
+        with RunLock(tmp_path):
+            assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    finally:
+        zombie.wait()
+
+
+def test_unreadable_lock_is_taken_over_not_probed_as_pid_minus_one(tmp_path):
+    (tmp_path / LOCK).write_text("{")  # a writer that died between create and write
+    with RunLock(tmp_path):
+        assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()

@@ -37,6 +37,18 @@ def _epochs(run_dir: Path) -> list[dict]:
     return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["event"] == "epoch"]
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed orphan stays one under an init that does not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def test_two_processes_match_one_and_resume_exactly(tmp_path: Path) -> None:
     store = f"teacher.store_dir={tmp_path / 'teachers'}"
     cfg = load_config(CONFIG, [*COMMON, store, f"output_dir={tmp_path / 'one'}"])
@@ -63,13 +75,23 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path: Path) -> None:
     job = _torchrun([store, f"output_dir={cut}"])
     latest = cut / "checkpoints" / "latest.json"
     deadline = time.time() + 240
+    workers: list[int] = []
     while job.poll() is None and time.time() < deadline:
         if latest.exists() and json.loads(latest.read_text())["epoch"] >= 3:
-            os.killpg(job.pid, signal.SIGKILL)  # the agent and both workers at once
+            workers = _children(job.pid)
+            # torchrun starts each worker in a session of its own, so this kills the agent only, as an OOM killer
+            # or `kill -9` of the launcher would: the workers must notice and stop, not train on as orphans that
+            # hold the run folder's lock (the resume below would be refused) and write its checkpoints.
+            os.killpg(job.pid, signal.SIGKILL)
             break
         time.sleep(0.01)
     job.wait(timeout=60)
     assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    assert len(workers) == 2
+    deadline = time.time() + 10
+    while any(map(_running, workers)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_running, workers)), "the workers outlived their killed launcher"
     resumed = _torchrun([store, f"output_dir={cut}", "--resume"])
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]

@@ -21,13 +21,21 @@ _HELD: dict[Path, int] = {}  # lock files this process holds -> nesting depth
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` is a running process. A zombie counts as gone: a killed process whose parent died too is
+    re-parented to init, and an init that does not reap (a container's) leaves it a zombie for good."""
+    if pid <= 0:  # os.kill(-1, 0) would probe every process, os.kill(0, 0) our own group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
+        pass
+    try:  # /proc/PID/stat is "pid (comm) state ..."; comm may hold spaces or parentheses, so split after the last ')'
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (macOS) or the process just went: trust os.kill
         return True
-    return True
+    return state not in ("Z", "X")
 
 
 class RunLock:

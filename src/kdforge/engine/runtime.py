@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,6 +52,30 @@ def _leave_group() -> None:
             pass
 
 
+_WATCHING = False
+
+
+def _stop_with_launcher(poll_s: float = 0.2) -> None:
+    """End this worker when the torchrun agent that started it dies.
+
+    torchrun starts each worker in a session of its own, so a SIGKILL of the agent (an OOM kill, `kill -9`, a
+    scheduler stopping only the launcher) leaves the workers running as orphans: they keep training, keep the run
+    folder's lock and write checkpoints under a resume. Orphaning is seen as a change of parent pid."""
+    global _WATCHING
+    if _WATCHING:
+        return
+    _WATCHING, launcher = True, os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(poll_s)
+        print(f"kdforge: the torchrun launcher (pid {launcher}) is gone; stopping this worker (pid {os.getpid()})",
+              file=sys.stderr, flush=True)
+        os._exit(1)  # no clean-up: the peers are going too, and checkpoints are atomic
+
+    threading.Thread(target=watch, name="kdforge-launcher-watch", daemon=True).start()
+
+
 @dataclass(frozen=True)
 class Runtime:
     rank: int = 0
@@ -72,6 +99,8 @@ class Runtime:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         resolved = resolve_device(device, local)
+        if "TORCHELASTIC_RUN_ID" in os.environ:  # set by torchrun's agent for its workers
+            _stop_with_launcher()
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
             # Leave the group cleanly at exit: a gloo group torn down by interpreter shutdown while its peer is
