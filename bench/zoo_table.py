@@ -2,7 +2,7 @@
 student and schedule; only `method` differs), over several seeds, in one table.
 
     python bench/zoo_table.py [--data fashion_mnist] [--seeds 3] [--methods ce,kd,...] [--jobs N] [key=value ...]
-    python bench/zoo_table.py --plan bench/plans/cifar10_gpu.yaml [--jobs N] [key=value ...]
+    python bench/zoo_table.py --plan bench/plans/cifar10_gpu.yaml [--jobs N] [--only LABELS] [key=value ...]
 
 A plan is a YAML file naming the rows itself (label, config, overrides) and overrides for every row; without
 one, each method `m` comes from `configs/<data>_<m>.yaml` (ce and kd from the KD config). Every row uses the
@@ -97,18 +97,19 @@ def run_dir(out: Path, label: str, cfg: ExperimentConfig, seed: int) -> Path:
     return out / label / cfg.method.name / f"seed{seed}"
 
 
-def run_parallel(cfgs: dict[str, ExperimentConfig], seeds: int, out: Path, jobs: int) -> None:
+def run_parallel(cfgs: dict[str, ExperimentConfig], seeds: int, out: Path, jobs: int,
+                 only: set[str] | None = None) -> None:
     """Every (row, seed) run, `jobs` at a time, after the shared teacher exists (so no two workers train it).
 
     Seed 0 of every row goes first, so a job cut short still has every row; a failed run is reported and the
-    others go on.
+    others go on. `only` restricts the runs to those rows (a row added to a plan whose other rows are done).
     """
     first = next(iter(cfgs.values()))
     if first.teacher is not None:
         prepare_teacher(first, data_mod.build(first.data))
     todo = [cfg.model_copy(update={"seed": s, "output_dir": str(run_dir(out, label, cfg, s)),
                                    "train": cfg.train.model_copy(update={"progress": False})}).model_dump_json()
-            for s in range(seeds) for label, cfg in cfgs.items()]
+            for s in range(seeds) for label, cfg in cfgs.items() if only is None or label in only]
     # spawn: CUDA cannot be used in a forked child once the parent has touched it
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for done in as_completed([pool.submit(_run_one, c) for c in todo]):
@@ -151,6 +152,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--collect", action="store_true", help="only tabulate the runs that have finished")
+    ap.add_argument("--only", help="comma-separated row labels: run only these (with --jobs), tabulate all")
     ap.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args, overrides = ap.parse_known_args()
     if args.plan:
@@ -162,7 +164,7 @@ def main() -> None:
     out = Path("runs") / f"zoo_{key}"
     t0 = time.time()
     if args.jobs > 1 and not args.collect:
-        run_parallel(cfgs, args.seeds, out, args.jobs)
+        run_parallel(cfgs, args.seeds, out, args.jobs, set(args.only.split(",")) if args.only else None)
     if args.jobs > 1 or args.collect:
         table_rows = collect(cfgs, args.seeds, out)
     else:

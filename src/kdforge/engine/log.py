@@ -14,6 +14,7 @@ class RunLogger:
     """Appends to metrics.jsonl (so a resumed run continues the same file) and mirrors scalars to TensorBoard."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.run_dir = run_dir  # where a method may write an artifact of its own (main process only)
         run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self._tb = None

@@ -8,6 +8,7 @@ from kdforge.losses.common import (
     soft_targets,
 )
 from kdforge.losses.crd import crd_nce_loss, crd_scores
+from kdforge.losses.dfa import aggregate_features
 from kdforge.losses.dkd import dkd_loss, dkd_terms
 from kdforge.losses.fitnet import hint_loss
 from kdforge.losses.kd import kd_loss
@@ -58,6 +59,7 @@ __all__ = [
     "select_pseudo_labels",
     "view_agreement",
     "wrong_with_wrong_neighbour",
+    "aggregate_features",
     "angle_potential",
     "at_loss",
     "attention_map",

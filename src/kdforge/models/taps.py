@@ -112,3 +112,24 @@ class Taps:
         finally:
             self.model.train(was_training)
         return {path: tuple(value.shape[1:]) for path, value in features.items()}
+
+
+@contextmanager
+def replaced_output(model: nn.Module, path: str, value: Tensor) -> Iterator[None]:
+    """Inside the block, the submodule at `path` returns `value` instead of its own output, so a forward of `model`
+    runs its later layers on `value` (with gradients to it): how a method evaluates what a substitute feature
+    would make of the rest of a network. `value` must have the shape the module's output has."""
+    if path.endswith(INPUT_SUFFIX):
+        raise ConfigError(f"{path!r}: only a module's output can be replaced, not its input")
+
+    def swap(_m: nn.Module, _args: Any, out: Any) -> Tensor:
+        if not isinstance(out, Tensor) or out.shape != value.shape:
+            raise ValueError(f"replaced_output: {path!r} returns {getattr(out, 'shape', type(out))}, "
+                             f"the replacement is {tuple(value.shape)}")
+        return value
+
+    handle = resolve(model, path).register_forward_hook(swap)
+    try:
+        yield
+    finally:
+        handle.remove()
