@@ -32,7 +32,8 @@ def test_gradient_in_alpha_is_the_softmax_jacobian():
     p = alpha.detach().softmax(0)
     inner = torch.stack([(g * f).sum() for f in feats])
     assert torch.allclose(alpha.grad, p * (inner - (g * agg.detach()).sum()))
-    assert torch.autograd.gradcheck(lambda a: aggregate_features(feats, F.softmax(a, 0)), (alpha.detach().requires_grad_(),))
+    assert torch.autograd.gradcheck(lambda a: aggregate_features(feats, F.softmax(a, 0)),
+                                    (alpha.detach().requires_grad_(),))
 
 
 def test_refuses_mismatched_weights_channels_and_smaller_maps():

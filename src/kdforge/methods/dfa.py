@@ -145,8 +145,9 @@ class DFA(Method):
         if search:
             opts["search"] = self.optimization([*self.search_student.parameters(),
                                                 *self.search_connectors.parameters()], replace(plan, epochs=search))
-            opts["arch"] = Optimization(torch.optim.Adam(self.arch.parameters(), lr=self.params.arch_lr,
-                                                         betas=(0.5, 0.999), weight_decay=self.params.arch_weight_decay))
+            p = self.params
+            opts["arch"] = Optimization(torch.optim.Adam(self.arch.parameters(), lr=p.arch_lr, betas=(0.5, 0.999),
+                                                         weight_decay=p.arch_weight_decay))
         return opts
 
     # ---- the aggregation ---------------------------------------------------------------------------------------
@@ -238,7 +239,8 @@ class DFA(Method):
         weights = [a.softmax(0) for a in self.arch]
         targets = self._aggregations(teacher.features, weights)
         with torch.no_grad():
-            reached = [c(val.rows(features[s.student_layer])) for c, s in zip(self.search_connectors, self.params.stages)]
+            reached = [c(val.rows(features[s.student_layer]))
+                       for c, s in zip(self.search_connectors, self.params.stages)]
         learn = sum(hint_loss(r, t) for r, t in zip(reached, targets))
         express = torch.zeros(())
         for stage, target in zip(self.params.stages, targets):
