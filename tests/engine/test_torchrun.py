@@ -25,10 +25,10 @@ COMMON = ["train.epochs=40", "data.augment.flip=true", "data.augment.mixup_alpha
 pytestmark = pytest.mark.slow
 
 
-def _torchrun(overrides: list[str], **popen) -> subprocess.Popen:
+def _torchrun(overrides: list[str], common: list[str] = COMMON, **popen) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kdforge",
-           "distill", str(CONFIG), *COMMON, *overrides]
+           "distill", str(CONFIG), *common, *overrides]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **popen)
 
@@ -109,3 +109,30 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path: Path) -> None:
     assert cached.returncode == 0, err[-3000:]
     cached_curve = [r["loss"] for r in _epochs(tmp_path / "cached")]
     assert len(cached_curve) == 40 and max(abs(a - b) / a for a, b in zip(cached_curve, two_curve)) < 1e-6
+
+
+# DFA with CNN students: BatchNorm in the student, the search copy and the connectors, a search stepping alpha on
+# validation batches, two optimizers per stage. Batch 64 of 1,294 training samples leaves a last batch of 14 rows,
+# split 7 / 7 (the unequal-shard case is in test_syncbn.py).
+DFA = ["student.name=cnn", "student.params={channels: [8, 16], hidden: 32}", "method.name=dfa",
+       "method.params={stages: [{student_layer: features.3, teacher_layers: [features.0, features.3]}, "
+       "{student_layer: features.7, teacher_layers: [features.4, features.7]}], search_epochs: 2, arch_lr: 0.05}",
+       "train.epochs=5", "train.tensorboard=false", "teacher.recipe.train.epochs=5", "data.augment.flip=true"]
+
+
+def test_sync_batchnorm_makes_two_processes_train_a_batchnorm_student_as_one(tmp_path: Path) -> None:
+    store = f"teacher.store_dir={tmp_path / 'teachers'}"
+    cfg = load_config(CONFIG, [*DFA, store, f"output_dir={tmp_path / 'one'}"])
+    prepare_teacher(cfg, build(cfg.data))
+    run(cfg)
+    curves = {}
+    for sync in ("true", "false"):
+        job = _torchrun([store, f"train.sync_batchnorm={sync}", f"output_dir={tmp_path / sync}"], common=DFA)
+        _, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err[-3000:]
+        curves[sync] = [r["loss"] for r in _epochs(tmp_path / sync)]
+    one = [r["loss"] for r in _epochs(tmp_path / "one")]
+    gap = {k: max(abs(a - b) / a for a, b in zip(one, c)) for k, c in curves.items()}
+    assert len(one) == len(curves["true"]) == 5
+    assert gap["true"] < 1e-5, gap  # the order of floating-point sums only
+    assert gap["false"] > 1e-4, gap  # each shard's own statistics: a different training, so the test can fail

@@ -162,6 +162,9 @@ class TrainConfig(StrictModel):
     checkpoint_steps: int | None = Field(None, gt=0, description="also checkpoint every N steps within epochs, so a "
                                          "kill loses at most N steps; None = at epoch ends only")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
+    sync_batchnorm: bool = Field(False, description=(
+        "under torchrun, BatchNorm layers in train mode normalise over the global batch (all processes' shards), "
+        "so N processes train as one does; off = each process uses its own shard's statistics, as DDP does"))
     progress: bool = Field(True, description="show a rich progress bar (~1 µs a step; while stderr is a "
                                              "terminal its redraw thread takes ~1.5 % of a core)")
     tensorboard: bool = Field(True, description=(

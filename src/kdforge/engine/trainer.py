@@ -28,6 +28,7 @@ from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.metrics import evaluate
 from kdforge.engine.runtime import Runtime
 from kdforge.engine.seeding import rng_state, seed_everything, set_rng_state
+from kdforge.engine.syncbn import SyncState, enable_sync_batchnorm
 from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -105,6 +106,9 @@ class Trainer:
         self.ctx = StepContext(plan=self.plan, data=data, runtime=self.runtime, optimizers=self.optimizers,
                                augment=augment, batch_size=batch_size, views=views)
         rt.broadcast_(self.method.trainable().state_dict().values())  # as DDP does: every process starts alike
+        self._sync = SyncState(rt)
+        if self.cfg.sync_batchnorm and rt.distributed:
+            enable_sync_batchnorm(self.method.trainable(), self._sync)
         self._position: tuple[int, int, int, int | None, dict[str, Any] | None] | None = None
 
     # ---- public -------------------------------------------------------------------------------------------
@@ -175,6 +179,7 @@ class Trainer:
         for i, batch in enumerate(self.loader.epoch(epoch, start=start_batch), start=start_batch):
             ctx.step, ctx.batch_index = step, i
             ctx.grad_weight = len(batch) * self.runtime.world_size / self._global_batch(i)
+            self._sync.grad_weight = ctx.grad_weight
             batch = batch.to(self.runtime.device)
             out = method.training_step(batch, ctx)
             loss = _total(out.terms)
