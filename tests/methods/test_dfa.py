@@ -55,6 +55,9 @@ def test_stages_build_connectors_to_the_stage_outputs(digits):
     assert not m.is_derived and hasattr(m, "search_student")
     keys = m.trainable().state_dict()
     assert {"arch.0", "derived", "is_derived"} <= set(keys) and any(k.startswith("search_student.") for k in keys)
+    assert not any(k.startswith(("teacher", "model.")) for k in keys)  # the teacher is not checkpointed
+    # the copy carries its own taps only (one hook per stage), not copies of the student's
+    assert sum(len(x._forward_hooks) for x in m.search_student.modules()) == len(STAGES)
 
 
 def test_bridge_loss_is_hint_plus_the_teachers_later_layers_on_the_aggregation(digits):
@@ -63,7 +66,7 @@ def test_bridge_loss_is_hint_plus_the_teachers_later_layers_on_the_aggregation(d
         m.arch[1].copy_(torch.tensor([0.3, -0.2]))
     val = digits.val.batch(torch.arange(32))
     learn, express = m.bridge_loss(val)
-    t = m.model
+    t = m.teacher.model
     feats = {}
     x = val.x
     with torch.no_grad():

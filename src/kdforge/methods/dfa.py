@@ -93,10 +93,11 @@ class DFA(Method):
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: DFAParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
-        self.model = getattr(teacher, "model", None)
-        if params.search and not isinstance(self.model, nn.Module):
+        if params.search and not isinstance(getattr(teacher, "model", None), nn.Module):
             raise ConfigError("method dfa: the search runs the teacher's later layers on aggregated features; use "
                               "teacher.source=live, or give method.params.aggregation to skip the search")
+        if params.search:  # copied before the student is tapped, so that the copy carries none of its hooks
+            self.search_student = copy.deepcopy(student)  # DARTS's search network: trained, then discarded
         s_paths = [s.student_layer for s in params.stages]
         t_paths = [p for s in params.stages for p in s.teacher_layers]
         self.taps, s_shapes, t_shapes = self.tap_layers(s_paths, t_paths, "method.params.stages",
@@ -114,7 +115,6 @@ class DFA(Method):
         if params.aggregation:
             self._load_aggregation(Path(params.aggregation))
         if params.search:
-            self.search_student = copy.deepcopy(student)  # DARTS's search network: trained, then discarded
             self.search_taps = Taps(self.search_student, s_paths)
             self.search_connectors = copy.deepcopy(self.connectors)
 
@@ -244,8 +244,9 @@ class DFA(Method):
         learn = sum(hint_loss(r, t) for r, t in zip(reached, targets))
         express = torch.zeros(())
         for stage, target in zip(self.params.stages, targets):
-            with replaced_output(self.model, stage.teacher_layers[-1], target):  # type: ignore[arg-type]
-                express = express + F.cross_entropy(val.forward(self.model), val.y)  # type: ignore[arg-type]
+            model = self.teacher.model  # type: ignore[union-attr]  (a live teacher: checked when built)
+            with replaced_output(model, stage.teacher_layers[-1], target):
+                express = express + F.cross_entropy(val.forward(model), val.y)  # type: ignore[arg-type]
         return learn, express  # type: ignore[return-value]
 
     def eval_model(self) -> nn.Module:
