@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kdforge.engine.lock import LOCK, RunLock
+from kdforge.engine.lock import LOCK, RunLock, process_state
 from kdforge.errors import ConfigError
 
 
@@ -55,7 +55,7 @@ def test_lock_of_a_zombie_is_taken_over(tmp_path):
     # leaves it a zombie, which os.kill(pid, 0) still reports as alive. Here we are the parent and do not reap.
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
-        while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        while process_state(zombie.pid) != "Z":
             pass
         (tmp_path / LOCK).write_text(json.dumps({"pid": zombie.pid, "host": socket.gethostname(), "since": "then"}))
         with RunLock(tmp_path):

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from kdforge.api import build_teacher_cache, prepare_teacher, run
 from kdforge.config import load_config
 from kdforge.data import build
+from kdforge.engine.lock import process_state
 
 CONFIG = Path(__file__).parents[2] / "configs" / "digits_kd.yaml"
 # Mixup and flips on, so that sharded augmentation is checked too; 40 epochs so a kill can land mid-run.
@@ -43,10 +44,7 @@ def _children(pid: int) -> list[int]:
 
 def _running(pid: int) -> bool:
     """Alive and not a zombie (a killed orphan stays one under an init that does not reap)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
+    return process_state(pid) not in (None, "Z", "X")
 
 
 def test_two_processes_match_one_and_resume_exactly(tmp_path: Path) -> None:

@@ -20,6 +20,15 @@ LOCK = ".lock"
 _HELD: dict[Path, int] = {}  # lock files this process holds -> nesting depth
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of `pid` in /proc/PID/stat ('R', 'S', 'Z' for a zombie, ...); None when it cannot be read
+    (no such process, or no /proc as on macOS)."""
+    try:  # "pid (comm) state ...": comm may hold spaces or parentheses, so split after the last ')'
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _alive(pid: int) -> bool:
     """Whether `pid` is a running process. A zombie counts as gone: a killed process whose parent died too is
     re-parented to init, and an init that does not reap (a container's) leaves it a zombie for good."""
@@ -31,11 +40,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         pass
-    try:  # /proc/PID/stat is "pid (comm) state ..."; comm may hold spaces or parentheses, so split after the last ')'
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):  # no /proc (macOS) or the process just went: trust os.kill
-        return True
-    return state not in ("Z", "X")
+    return process_state(pid) not in ("Z", "X")  # None (unreadable, or just gone): trust os.kill
 
 
 class RunLock:
