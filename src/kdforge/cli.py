@@ -68,7 +68,64 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seeds", type=int, default=3)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("overrides", nargs="*")
+    _results_parser(sub)
     return p
+
+
+def _results_parser(sub: argparse._SubParsersAction) -> None:
+    rp = sub.add_parser("reproduce", help="run a results plan (every row x seed, resumable) into results/<key>.jsonl")
+    rp.add_argument("plan", type=Path, help="plan file, e.g. results/plans/cifar10_cpu.yaml")
+    rp.add_argument("overrides", nargs="*", help="key=value overrides added to every row")
+    rp.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default: 1)")
+    rp.add_argument("--threads", type=int, default=None,
+                    help="torch threads per run (default: cores // jobs); recorded, as numbers can depend on it")
+    rp.add_argument("--only", default=None, help="comma-separated row labels to run (the others are kept)")
+    rp.add_argument("--sliver", action="store_true", help="the plan's sliver: first seed, tiny settings (CI)")
+    rp.add_argument("--results-dir", type=Path, default=Path("results"), help="where <key>.jsonl goes")
+    rp.add_argument("--runs-dir", type=Path, default=Path("runs/results"), help="where the run folders go")
+    rs = sub.add_parser("results", help="tables and figures generated from results/<key>.jsonl")
+    rs_sub = rs.add_subparsers(dest="results_command", required=True)
+    tb = rs_sub.add_parser("table", help="print a plan's table (Markdown, paired differences)")
+    tb.add_argument("plan", help="plan key (results/plans/<key>.yaml) or plan file")
+    fg = rs_sub.add_parser("figure", help="write a plan's dot plot with intervals")
+    fg.add_argument("plan", help="plan key or plan file")
+    fg.add_argument("--out", type=Path, default=None, help="PNG file (default docs/img/results_<key>.png)")
+    fg.add_argument("--metric", default=None, help="metric to plot (default: the plan's first)")
+    dc = rs_sub.add_parser("docs", help="regenerate every <!-- table:KEY --> section of the given Markdown files")
+    dc.add_argument("files", type=Path, nargs="*", default=[Path("docs/results.md"), Path("docs/analysis.md"),
+                                                              Path("docs/claims.md")])
+    dc.add_argument("--check", action="store_true", help="write nothing; fail if a section differs from its records")
+    for sp in (tb, fg, dc):
+        sp.add_argument("--results-dir", type=Path, default=Path("results"))
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from kdforge.plans import reproduce
+
+    only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+    path = reproduce(args.plan, jobs=args.jobs, only=only, sliver=args.sliver, results_dir=args.results_dir,
+                     runs_dir=args.runs_dir, threads=args.threads, extra=args.overrides)
+    print(f"records in {path}; table: kdforge results table {args.plan}")
+
+
+def _results(args: argparse.Namespace) -> None:
+    from kdforge.plans import figure, load_plan, sync_docs, table_for
+    from kdforge.plans.records import read_records
+    from kdforge.plans.tables import plan_path
+
+    if args.results_command == "table":
+        print(table_for(args.plan, args.results_dir), end="")
+    elif args.results_command == "figure":
+        plan = load_plan(plan_path(args.plan, args.results_dir))
+        out = args.out or Path("docs/img") / f"results_{plan.key}.png"
+        print(figure(plan, read_records(args.results_dir / f"{plan.key}.jsonl"), out, args.metric))
+    else:
+        files = [f for f in args.files if f.exists()]
+        stale = sync_docs(files, args.results_dir, check=args.check)
+        if args.check and stale:
+            raise KdforgeError(f"{len(stale)} generated section(s) differ from their records: {', '.join(stale)}; "
+                               "run: kdforge results docs")
+        print(f"{'checked' if args.check else 'regenerated'} the results sections of {len(files)} file(s)")
 
 
 def _floats(text: str) -> list[float]:
@@ -228,7 +285,7 @@ def _print_summary(summary: dict) -> None:
 
 
 COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _compare, "cache": _cache, "search": _search,
-            "demo": _demo, "analyze": _analyze, "report": _report}
+            "demo": _demo, "analyze": _analyze, "report": _report, "reproduce": _reproduce, "results": _results}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,40 @@
+"""The committed plans and results: every plan loads with configs that validate, every record file belongs to a
+plan and covers only its rows, and every generated section of the docs equals what its records give."""
+from pathlib import Path
+
+import pytest
+
+from kdforge.plans import load_plan, sync_docs
+from kdforge.plans.records import read_records
+from kdforge.plans.runner import row_configs
+
+REPO = Path(__file__).resolve().parents[2]
+PLANS = sorted((REPO / "results" / "plans").glob("*.yaml"))
+DOCS = sorted((REPO / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("plan_file", PLANS, ids=[p.stem for p in PLANS])
+def test_plan_configs_validate(plan_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    plan = load_plan(plan_file)
+    assert plan.key == plan_file.stem
+    cfgs = row_configs(plan, plan_file)
+    assert list(cfgs) == [r.label for r in plan.rows]
+    sliver = row_configs(plan, plan_file, sliver=True)
+    assert all(c.seed == cfgs[k].seed for k, c in sliver.items())
+
+
+def test_record_files_belong_to_plans() -> None:
+    for path in sorted((REPO / "results").glob("*.jsonl")):
+        if path.name.endswith(".timing.jsonl"):
+            continue
+        plan_file = REPO / "results" / "plans" / f"{path.stem}.yaml"
+        assert plan_file.exists(), f"{path} has no plan {plan_file}"
+        labels = {r.label for r in load_plan(plan_file).rows}
+        rows = {r["row"] for r in read_records(path)}
+        assert rows <= labels, f"{path}: records of rows no longer in the plan: {sorted(rows - labels)}"
+
+
+def test_docs_sections_equal_their_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert sync_docs(DOCS, REPO / "results", check=True) == [], "run: kdforge results docs"
