@@ -4,7 +4,7 @@ epoch (`ctx.log`, keys dln_tXXX_oYYY), for several seeds, as heat maps on ONE sh
 preference L(0.95, 0.05) - L(0.05, 0.95) over training (negative: lower loss for a correct prediction).
 
     python bench/l2t_dln_learned_loss.py runs/results/l2t_dln_mnist1d/<row>/seed{0,1,2} \
-        --out docs/img/l2t_dln_learned_loss.png [--epochs 0,10,30,60,126]
+        --out docs/img/l2t_dln_learned_loss.png [--epochs 0,10,30,60,126] [--table]
 
 Every run folder needs the metrics.jsonl of an l2t_dln run (any loop or init); a sidecar JSON (--out with .json)
 keeps the numbers plotted. Nothing is trained here.
@@ -34,18 +34,41 @@ def read_run(run: Path) -> dict[str, Any]:
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     grids: dict[int, list[list[float]]] = {}
     accs: dict[int, float] = {}
+    records: dict[int, dict[str, float]] = {}
     for e in events:  # a resumed run may repeat an epoch's events: the last one wins
         if e["event"] == "method" and KEYS[0][0] in e:
             done = 0 if e["step"] == 0 and e["epoch"] == 0 and 0 not in grids else e["epoch"] + 1
             grids[done] = [[e[k] for k in row] for row in KEYS]
-        elif e["event"] == "epoch" and "val_top1" in e:
-            accs[e["epoch"] + 1] = e["val_top1"]
+        elif e["event"] == "epoch":
+            records[e["epoch"] + 1] = e
+            if "val_top1" in e:
+                accs[e["epoch"] + 1] = e["val_top1"]
     if not grids:
         raise SystemExit(f"{run}: no learned-loss grid in metrics.jsonl (is it an l2t_dln run of this version?)")
     summary = run / "summary.json"
     test = json.loads(summary.read_text())["test"].get("top1") if summary.exists() else None
-    return {"run": str(run), "grids": grids, "val_top1": accs, "test_top1": test,
+    return {"run": str(run), "grids": grids, "val_top1": accs, "test_top1": test, "records": records,
             "preference": {d: g[-1][0] - g[0][-1] for d, g in sorted(grids.items())}}
+
+
+def print_table(r: dict[str, Any]) -> None:
+    """Per epoch: the loss's preference and range on the grid, its slopes along each score, and the epoch's mean
+    logit statistics (true vs other classes) and accuracies: a sign flip shows as preference > 0 and
+    sig_other > sig_true, a flat loss as a tiny range."""
+    print(f"# {r['run']}  (test top-1: {r['test_top1']})")
+    print("epochs | L(.95,.05)-L(.05,.95) | grid min .. max | dL/d true (o=.5) | dL/d other (t=.5) | logit true/other"
+          " | sigmoid true/other | inner top-1 | val top-1")
+    for done, g in sorted(r["grids"].items()):
+        flat = [v for row in g for v in row]
+        d_true, d_other = (g[-1][2] - g[0][2]) / 0.9, (g[2][-1] - g[2][0]) / 0.9
+        rec = r["records"].get(done, {})
+        stats = "  ".join(f"{rec[a]:+.3f}/{rec[b]:+.3f}" if a in rec else "-"
+                          for a, b in (("logit_true", "logit_other"), ("sig_true", "sig_other")))
+        top1 = rec.get("inner_top1", rec.get("train_top1"))
+        val = r["val_top1"].get(done)
+        print(f"{done:4d} | {r['preference'][done]:+.4g} | {min(flat):+.4g} .. {max(flat):+.4g} | {d_true:+.4g} | "
+              f"{d_other:+.4g} | {stats} | {'-' if top1 is None else f'{top1:.3f}'} | "
+              f"{'-' if val is None else f'{val:.3f}'}")
 
 
 def chosen_epochs(available: list[int], wanted: str | None) -> list[int]:
@@ -57,6 +80,13 @@ def chosen_epochs(available: list[int], wanted: str | None) -> list[int]:
         return picks
     last = available[-1]
     return sorted({min(available, key=lambda a: abs(a - f * last)) for f in (0, 0.05, 0.15, 0.35, 0.65, 1.0)})
+
+
+def short(v: float) -> str:
+    """At most ~5 characters, so a 5 x 5 panel's numbers do not run into each other."""
+    if v != 0 and (abs(v) < 0.01 or abs(v) >= 1000):
+        return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
+    return f"{v:.2g}"
 
 
 def plot(runs: list[dict[str, Any]], epochs: list[int], out: Path, title: str) -> None:
@@ -71,7 +101,7 @@ def plot(runs: list[dict[str, Any]], epochs: list[int], out: Path, title: str) -
     panels = [(r, e) for r in runs for e in epochs]
     n_cols = len(epochs) if len(runs) > 1 else min(3, len(epochs))
     n_rows = math.ceil(len(panels) / n_cols)
-    fig = plt.figure(figsize=(2.3 * n_cols + 1.2, 2.3 * n_rows + 2.6))
+    fig = plt.figure(figsize=(2.5 * n_cols + 1.2, 2.5 * n_rows + 2.8))
     spec = fig.add_gridspec(n_rows + 1, n_cols + 1, width_ratios=[1] * n_cols + [0.08],
                             height_ratios=[1] * n_rows + [1.1])
     labels = [f"{g:.2f}" for g in GRID]
@@ -83,7 +113,7 @@ def plot(runs: list[dict[str, Any]], epochs: list[int], out: Path, title: str) -
         image = ax.imshow(grid, origin="lower", cmap="RdBu_r", norm=norm)
         for a in range(5):
             for b in range(5):
-                ax.text(b, a, f"{grid[a][b]:.2g}", ha="center", va="center", fontsize=5.5)
+                ax.text(b, a, short(grid[a][b]), ha="center", va="center", fontsize=5.5)
         acc = r["val_top1"].get(e)
         ax.set_title(f"{Path(r['run']).name}, epoch {e}" + (f", val {acc:.0%}" if acc is not None else ""), fontsize=8)
         ax.set_xticks(range(5), labels, fontsize=6)
@@ -117,16 +147,22 @@ def main() -> None:
     ap.add_argument("--epochs", default=None, help="epochs (done) to show, comma-separated; 0 = the initial loss")
     ap.add_argument("--out", type=Path, default=Path("docs/img/l2t_dln_learned_loss.png"))
     ap.add_argument("--label", default="", help="what the runs are (config, loop, init), for the title")
+    ap.add_argument("--table", action="store_true", help="also print each run's numbers per epoch")
     args = ap.parse_args()
     runs = [read_run(r) for r in args.runs]
+    if args.table:
+        for r in runs:
+            print_table(r)
     common = sorted(set.intersection(*(set(r["grids"]) for r in runs)))
     epochs = chosen_epochs(common, args.epochs)
-    label = f"{args.label}: " if args.label else ""
+    label = f"{args.label}\n" if args.label else ""
     title = (f"{label}L2T-DLN learned loss DLN(σ(z_y), σ(z_j), 1, 0) on a 5×5 grid of true/other-class scores\n"
              f"n = {len(runs)} run{'s' if len(runs) > 1 else ''} (rows) × epochs done (columns), one colour scale")
     plot(runs, epochs, args.out, title)
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(
-        {"grid": GRID, "epochs": epochs, "runs": [{**r, "grids": {e: r["grids"][e] for e in epochs}} for r in runs]},
+        {"grid": GRID, "epochs": epochs,
+         "runs": [{**{k: v for k, v in r.items() if k != "records"}, "grids": {e: r["grids"][e] for e in epochs}}
+                  for r in runs]},
         indent=1))
     print(f"wrote {args.out} ({len(runs)} runs, epochs {epochs})")
 
