@@ -84,9 +84,9 @@ def chosen_epochs(available: list[int], wanted: str | None) -> list[int]:
 
 def short(v: float) -> str:
     """At most ~5 characters, so a 5 x 5 panel's numbers do not run into each other."""
-    if v != 0 and (abs(v) < 0.01 or abs(v) >= 1000):
+    if v != 0 and (abs(v) < 0.01 or abs(v) >= 1e4):
         return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
-    return f"{v:.2g}"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2g}"
 
 
 def plot(runs: list[dict[str, Any]], epochs: list[int], out: Path, title: str) -> None:
