@@ -67,3 +67,14 @@ def test_gradient_preprocessing_both_branches():
     t = math.exp(-p)
     assert torch.allclose(preprocess_gradients(torch.tensor([t * 1.0001]), p)[0, 0], torch.tensor(-1.0), atol=1e-3)
     assert F.mse_loss(preprocess_gradients(torch.tensor([t * 0.9999]), p)[0], torch.tensor([-1.0, 0.9999])) < 1e-6
+
+
+def test_logit_stats_by_hand():
+    from kdforge.losses.l2t_dln import logit_stats
+
+    logits, labels = torch.tensor([[2.0, 0.0, -2.0], [1.0, 3.0, -1.0]]), torch.tensor([0, 0])
+    s = logit_stats(logits, labels)
+    assert s["logit_true"] == 1.5 and s["logit_other"] == 0.0  # (2 + 1) / 2; (0 - 2 + 3 - 1) / 4
+    assert torch.isclose(s["sig_true"], (torch.sigmoid(torch.tensor(2.0)) + torch.sigmoid(torch.tensor(1.0))) / 2)
+    assert torch.isclose(s["sig_other"], torch.sigmoid(torch.tensor([0.0, -2.0, 3.0, -1.0])).mean())
+    assert s["inner_top1"] == 0.5

@@ -1,8 +1,10 @@
 """L2T-DLN's dynamic loss network as pure functions of tensors: the 1-vs-1 transformation of the student's outputs
-and labels, the loss network applied to it with given weights, and the LSTM teacher's gradient preprocessing.
+and labels, the loss network applied to it with given weights, the LSTM teacher's gradient preprocessing, and the
+logit statistics the method logs.
 
 Hai et al., "L2T-DLN: Learning to Teach with Dynamic Loss Network", NeurIPS 2023 (Sec. 3.1-3.2); official code
-1017137588qqcom/L2T-DLN, `DLN_LSTM.py` (`MetaOptimizer.forward`, `LSTMOptimizer.forward`).
+1017137588qqcom/L2T-DLN@6ff1876: `DLN_LSTM.py:38-71` (`MetaOptimizer.forward`: the transformation and the
+network), `DLN_LSTM.py:115-129` (`LSTMOptimizer.forward`: the preprocessing), `main.py:201` (the mean).
 """
 from __future__ import annotations
 
@@ -58,3 +60,13 @@ def preprocess_gradients(grad: Tensor, factor: float = 10.0) -> Tensor:
     first = torch.where(big, torch.log(g.abs() + 1e-8) / factor, torch.full_like(g, -1.0))
     second = torch.where(big, torch.sign(g), math.exp(factor) * g)
     return torch.stack([first, second], dim=1)
+
+
+def logit_stats(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """Mean true-class and other-class logits and sigmoid scores, and the top-1 accuracy, of the inner batches:
+    whether the learned loss pushes the right way (a sign flip shows as other > true)."""
+    true_mask = F.one_hot(labels, logits.shape[1]).bool()
+    probs = torch.sigmoid(logits)
+    return {"logit_true": logits[true_mask].mean(), "logit_other": logits[~true_mask].mean(),
+            "sig_true": probs[true_mask].mean(), "sig_other": probs[~true_mask].mean(),
+            "inner_top1": logits.argmax(1).eq(labels).float().mean()}
