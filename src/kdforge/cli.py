@@ -83,6 +83,8 @@ def _results_parser(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--sliver", action="store_true", help="the plan's sliver: first seed, tiny settings (CI)")
     rp.add_argument("--results-dir", type=Path, default=Path("results"), help="where <key>.jsonl goes")
     rp.add_argument("--runs-dir", type=Path, default=Path("runs/results"), help="where the run folders go")
+    rp.add_argument("--teacher-store", type=Path, default=None,
+                    help="where teachers are trained and reused (default: each config's teacher.store_dir)")
     rs = sub.add_parser("results", help="tables and figures generated from results/<key>.jsonl")
     rs_sub = rs.add_subparsers(dest="results_command", required=True)
     tb = rs_sub.add_parser("table", help="print a plan's table (Markdown, paired differences)")
@@ -104,7 +106,8 @@ def _reproduce(args: argparse.Namespace) -> None:
 
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     path = reproduce(args.plan, jobs=args.jobs, only=only, sliver=args.sliver, results_dir=args.results_dir,
-                     runs_dir=args.runs_dir, threads=args.threads, extra=args.overrides)
+                     runs_dir=args.runs_dir, threads=args.threads, extra=args.overrides,
+                     teacher_store=args.teacher_store)
     print(f"records in {path}; table: kdforge results table {args.plan}")
 
 

@@ -13,7 +13,7 @@ PLAN = REPO / "results" / "plans" / "digits_demo.yaml"
 
 def run_sliver(tmp: Path, name: str, jobs: int) -> Path:
     return reproduce(PLAN, jobs=jobs, sliver=True, threads=1, results_dir=tmp / name,
-                     runs_dir=tmp / name / "runs", extra=["teacher.store_dir=" + str(tmp / "teachers")])
+                     runs_dir=tmp / name / "runs", teacher_store=tmp / "teachers")
 
 
 @pytest.mark.slow

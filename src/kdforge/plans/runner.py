@@ -39,13 +39,16 @@ def row_configs(plan: Plan, plan_file: Path, extra: Iterable[str] = (), sliver: 
     anything runs; rows distilling from another row's teacher load that teacher's folder."""
     from kdforge.api import teacher_dir
 
-    tail = [*extra, *(plan.sliver if sliver else []), *([f"teacher.store_dir={teacher_store}"] if teacher_store else [])]
+    tail = [*extra, *(plan.sliver if sliver else [])]
     cfgs = {}
     for row in plan.rows:
         try:
-            cfgs[row.label] = load_config(config_path(plan_file, row.config), [*plan.overrides, *row.overrides, *tail])
+            cfg = load_config(config_path(plan_file, row.config), [*plan.overrides, *row.overrides, *tail])
         except ConfigError as e:
             raise ConfigError(f"plan {plan_file}, row {row.label!r}: {e}") from None
+        if teacher_store and cfg.teacher is not None:  # only rows that have a teacher keep it there
+            cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"store_dir": teacher_store})})
+        cfgs[row.label] = cfg
     first = cfgs[plan.rows[0].label]
     for row in plan.rows:
         cfg = cfgs[row.label]
@@ -129,7 +132,7 @@ class Log:
 
 def reproduce(plan_file: str | Path, jobs: int = 1, only: Iterable[str] | None = None, sliver: bool = False,
               results_dir: str | Path = "results", runs_dir: str | Path = "runs/results",
-              threads: int | None = None, extra: Iterable[str] = ()) -> Path:
+              threads: int | None = None, extra: Iterable[str] = (), teacher_store: str | Path | None = None) -> Path:
     """Run the plan's missing (row, seed) runs and return the records file. A run whose record exists for the
     same settings is skipped; one whose settings changed is rerun and its record replaced."""
     plan_file = Path(plan_file)
@@ -137,7 +140,8 @@ def reproduce(plan_file: str | Path, jobs: int = 1, only: Iterable[str] | None =
     jobs = max(1, jobs)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     out = Path(runs_dir) / plan.key
-    cfgs = row_configs(plan, plan_file, extra, sliver, teacher_store=str(out / "teachers") if sliver else None)
+    store = teacher_store or (out / "teachers" if sliver else None)  # a sliver's tiny teachers stay apart
+    cfgs = row_configs(plan, plan_file, extra, sliver, teacher_store=None if store is None else str(store))
     chosen = set(only) if only else set(cfgs)
     unknown = chosen - set(cfgs)
     if unknown:
