@@ -172,7 +172,12 @@ def test_official_gcn_forward_and_init():
     adj = official_adjacency(torch.cat([edges, torch.arange(30).expand(2, -1)], 1), 30)
     w1, b1, w2, b2 = gcn.conv1.lin.weight.T, gcn.conv1.bias, gcn.conv2.lin.weight.T, gcn.conv2.bias
     expected = adj @ (torch.relu(adj @ (x @ w1) + b1) @ w2) + b2
-    assert torch.allclose(gcn(x, edges), expected, atol=1e-5)
+    ours = gcn(x, edges)
+    assert torch.allclose(ours, expected, atol=1e-5)
+    # gradients too (the fast path's backward reuses cached transposes of the adjacency)
+    grads = torch.autograd.grad(ours.square().sum(), [gcn.conv1.lin.weight, gcn.conv2.bias])
+    ref = torch.autograd.grad(expected.square().sum(), [gcn.conv1.lin.weight, gcn.conv2.bias])
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, ref))
     for w, fan_out in ((w1, 400), (b1, 400), (w2, 3), (b2, 3)):
         bound = 1 / math.sqrt(fan_out)
         assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound

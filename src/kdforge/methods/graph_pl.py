@@ -72,8 +72,9 @@ class GraphPLParams(MethodParams):
                                                      "(CPL --epochs_ft 2000)")
     patience: int | None = Field(None, gt=0, description="end a round after this many epochs in a row without a "
                                  "strictly better validation accuracy (CPL --patience 500); None: full-length rounds")
-    rounds: int | None = Field(None, gt=0, description="pseudo-labeling rounds after round 0 (CPL --iter: Cora 25, "
-                               "CiteSeer 30); later epochs of train.epochs do nothing. None: until train.epochs")
+    rounds: int | None = Field(None, ge=0, description="pseudo-labeling rounds after round 0 (CPL --iter: Cora 25, "
+                               "CiteSeer 30; 0: round 0 alone); later epochs of train.epochs do nothing. None: "
+                               "until train.epochs")
     top_k: int | None = Field(100, gt=0, description="nodes added per round (CPL --top: Cora 100, CiteSeer 70); "
                                                      "None: every node above the threshold")
     threshold: float = Field(0.0, ge=0, lt=1, description="confidence a node needs to be a candidate")
