@@ -15,17 +15,19 @@ reloads it) or the latest round's (`relabel_from: selected`). Once every round i
 
 The exported model (`eval_model`) is the best-validation round's model, so the run's val/test metrics are
 validation-selected. Logged per round (`ctx.log`, event "method" in metrics.jsonl): `round`, `epochs` (the round's
-length), `val_acc` and `test_acc` of the round's model, `added`, `pl_total`, `pl_acc_added` / `pl_acc` (accuracy
-of this round's / all pseudo-labels against the true labels, which only this analysis reads), `consistency` (share
-of all nodes whose 3 augmented views agree with the clean one, as the official log) and `consistency_added`,
-`wrong` and `wrong_next_to_wrong` (wrong pseudo-labels with a wrongly pseudo-labeled 1-hop neighbour). At the end:
-`acc_val_selected` (test accuracy of the best-validation round, = summary.json's test top1), `acc_test_selected`
-(max test accuracy over the PL rounds, round 0's when none ran: the official figure, main_node.py:235-236),
-`acc_round0`, `selected_round`, `rounds_run`, `pl_acc_final` and `pl_total_final`. Everything that decides the
-rest of a run (round, its epoch and patience counters, the pseudo-label set, the accuracies so far, the model
-snapshots as submodules) is checkpointed, so a run stopped mid-round resumes exactly.
+length), `val_acc` and `test_acc` of the round's model, `added`, `conf_min_added` (their lowest confidence, as the
+official log), `pl_total`, `pl_acc_added` / `pl_acc` (accuracy of this round's / all pseudo-labels against the true
+labels, which only this analysis reads), `consistency` (share of all nodes whose 3 augmented views agree with the
+clean one, as the official log) and `consistency_added`, `wrong` and `wrong_next_to_wrong` (wrong pseudo-labels
+with a wrongly pseudo-labeled 1-hop neighbour). At the end: `acc_val_selected` (test accuracy of the
+best-validation round, = summary.json's test top1), `acc_test_selected` (max test accuracy over the PL rounds,
+round 0's when none ran: the official figure, main_node.py:235-236), `acc_round0`, `selected_round`, `rounds_run`,
+`pl_acc_final` and `pl_total_final`. Everything that decides the rest of a run (round, its epoch and patience
+counters, the pseudo-label set, the accuracies so far, the model snapshots as submodules) is checkpointed, so a run
+stopped mid-round resumes exactly.
 
-Deviations from AcEbt/CPL@326fe67 with the official settings (configs/{cora,citeseer}_cpl_official.yaml):
+Deviations from AcEbt/CPL@326fe67 with the official settings (configs/{cora,citeseer}_cpl_official.yaml, whose
+GCN is the official one: `norm: cpl`, `init: pygcn`, `input_dropout: false`, see `models/gnn.py`):
 - Graph: kdforge's Planetoid graph drops self-loops (torch_geometric's `read_planetoid_data`). DGL keeps the 124
   self-loops of CiteSeer's raw graph, so in the official GCN those nodes have self weight 3 (raw loop +
   `dgl.add_self_loop` + `preprocess_adj`'s identity, data.py:58,123), here 2. Cora has none.
@@ -224,7 +226,8 @@ class GraphPseudoLabel(Method):
         self.pl_labels = torch.cat([self.pl_labels, label.cpu()[new]])
         # Analysis only: the true labels of pseudo-labeled nodes never reach the loss.
         wrong = self.pl_labels != graph.y[self.pl_nodes]
-        return {"added": len(new), "pl_total": len(self.pl_nodes), "pl_acc": _share(~wrong),
+        return {"added": len(new), "conf_min_added": float(conf.cpu()[new].min()) if len(new) else 0.0,
+                "pl_total": len(self.pl_nodes), "pl_acc": _share(~wrong),
                 "pl_acc_added": _share(~wrong[len(wrong) - len(new):]), "consistency": _share(agree),
                 "consistency_added": _share(agree.cpu()[new]), "wrong": int(wrong.sum()),
                 "wrong_next_to_wrong": wrong_with_wrong_neighbour(self.pl_nodes, wrong, graph.edge_index,
