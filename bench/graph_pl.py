@@ -3,10 +3,16 @@ the per-round error analysis; writes a section of docs/results.md and a plot per
 
     python bench/graph_pl.py --data cora --seeds 10             # runs (finished runs are kept), then the report
     python bench/graph_pl.py --data cora citeseer --report      # the report alone, from the runs on disk
+    python bench/graph_pl.py --data cora citeseer --time 300    # ms per epoch of the official CPL configs
 
-Every method runs from `configs/<data>_cpl.yaml` (its GCN, optimizer and round lengths) with the method swapped;
-`no PL` is round 0 of the plain-PL runs (the same GCN before any pseudo-label). Overrides (key=value) apply to
-every run.
+Every method runs from `configs/<data>_<suffix>.yaml` (`--suffix cpl`: its GCN, optimizer and rounds; `cpl_official`:
+the official schedule) with the method swapped; `no PL` is round 0 of the plain-PL runs (the same GCN before any
+pseudo-label). CPL labels every round from round 0's model (its default, the official loop). Overrides (key=value)
+apply to every run.
+
+`--time N` runs N epochs of round 0 of `configs/<data>_cpl_official.yaml` (a train step plus the method's
+validation pass each), then N idle epochs (after the last round), on one thread, and prints the median wall time
+and the mean process CPU time per epoch of each: what the official schedule's cost is made of.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("pl", "pl_threshold", "cpl")
 LABELS = {"none": "no PL (round 0)", "pl": "plain PL (top-k)", "pl_threshold": "thresholded PL (conf > 0.9)",
           "cpl": "cautious PL (CPL)"}
-ROUND_KEYS = ("base_epochs", "round_epochs")
+ROUND_KEYS = ("base_epochs", "round_epochs", "patience", "rounds")
 
 
 def method_config(cfg: ExperimentConfig, name: str) -> MethodConfig:
@@ -43,9 +49,9 @@ def method_config(cfg: ExperimentConfig, name: str) -> MethodConfig:
     return MethodConfig(name=name, params=chosen)
 
 
-def run_all(datas: list[str], seeds: int, out: Path, overrides: list[str]) -> None:
+def run_all(datas: list[str], seeds: int, out: Path, overrides: list[str], suffix: str = "cpl") -> None:
     """Seed by seed over every data set and method, so that an interrupted sweep has equal seeds everywhere."""
-    cfgs = {data: load_config(ROOT / "configs" / f"{data}_cpl.yaml", overrides) for data in datas}
+    cfgs = {data: load_config(ROOT / "configs" / f"{data}_{suffix}.yaml", overrides) for data in datas}
     for seed in range(seeds):
         for (data, cfg), name in itertools.product(cfgs.items(), METHODS):
             run_dir = out / data / name / f"seed{seed}"
@@ -84,6 +90,29 @@ def collect(data: str, out: Path) -> dict[str, list[dict[str, Any]]]:
                                                "test_selected": max(later), "round0": recs[0]["test_acc"],
                                                "rounds": recs})
     return found
+
+
+def time_epochs(data: str, epochs: int, out: Path) -> None:
+    """CPU ms per trained epoch (train step + the method's validation pass) and per idle epoch (after the last
+    round) of the official config on one thread, from the process CPU time of three runs (after a warm-up run):
+    1 epoch (start-up, final evaluation), `epochs` trained epochs, and `epochs` trained + 10 * `epochs` idle ones."""
+    import torch
+
+    torch.set_num_threads(1)
+    cpu = {}
+    idle = 10 * epochs
+    runs = (("warm-up", 1, 1), ("start", 1, 1), ("trained", epochs, epochs), ("idle", epochs, epochs + idle))
+    for label, trained, total in runs:
+        cfg = load_config(ROOT / "configs" / f"{data}_cpl_official.yaml", [
+            "method.params.rounds=0", f"method.params.base_epochs={trained}", "method.params.patience=null",
+            f"train.epochs={total}", f"train.eval_every={total}", f"output_dir={out / 'timing' / data}"])
+        t0 = time.process_time()
+        run(cfg, overwrite=True)
+        cpu[label] = time.process_time() - t0
+    per_trained = (cpu["trained"] - cpu["start"]) / (epochs - 1)
+    per_idle = (cpu["idle"] - cpu["trained"]) / idle
+    print(f"{data}: {1e3 * per_trained:.1f} ms CPU per trained epoch, {1e3 * per_idle:.2f} ms per idle epoch, "
+          f"{cpu['start']:.1f} s start-up and final evaluation ({epochs} epochs, 1 thread)", flush=True)
 
 
 def pct(values: list[float]) -> str:
@@ -150,10 +179,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "graph_pl")
     parser.add_argument("--report", action="store_true", help="only read the runs on disk and report")
+    parser.add_argument("--suffix", default="cpl", help="configs/<data>_<suffix>.yaml (cpl, cpl_official)")
+    parser.add_argument("--time", type=int, default=0, metavar="N", help="only time N epochs of each data set")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.time:
+        for data in args.data:
+            time_epochs(data, args.time, args.out)
+        return
     if not args.report:
-        run_all(args.data, args.seeds, args.out, args.overrides)
+        run_all(args.data, args.seeds, args.out, args.overrides, args.suffix)
     sections = []
     for data in args.data:
         found = collect(data, args.out)

@@ -26,6 +26,7 @@ from kdforge.losses.pseudo import (
 from kdforge.losses.pseudo_label import (
     average_views,
     cautious_pl_loss,
+    cpl_view_inputs,
     select_pseudo_labels,
     view_agreement,
     wrong_with_wrong_neighbour,
@@ -56,6 +57,7 @@ from kdforge.losses.wsl import regularization_samples, wsl_loss, wsl_weights
 __all__ = [
     "average_views",
     "cautious_pl_loss",
+    "cpl_view_inputs",
     "select_pseudo_labels",
     "view_agreement",
     "wrong_with_wrong_neighbour",

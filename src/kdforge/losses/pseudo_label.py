@@ -44,6 +44,27 @@ def average_views(view_logits: list[Tensor]) -> tuple[Tensor, Tensor]:
     return F.softmax(mean, dim=1).max(dim=1)
 
 
+def cpl_view_inputs(x: Tensor, edge_index: Tensor, drop: float,
+                    gen: torch.Generator) -> list[tuple[Tensor, Tensor]]:
+    """The (features, edge_index) inputs of the 4 views of official `multiview_pred` (utils.py:110-164): clean;
+    features dropped at rate `drop` (`F.dropout`, training mode: kept ones scaled by 1/(1-drop)); edges dropped;
+    noise U(0,1) * std(X) * drop / 2 added to every feature.
+
+    Edge drop: the official graph carries a self-loop on every node (data.py:58 `dgl.add_self_loop`), and
+    int(drop * (|E| + N)) of its |E| + N directed edges are removed uniformly (utils.py:136-140). Removed edges
+    leave edge_index; a node whose self-loop was removed gets an explicit (i, i) edge, which the GCN's
+    `norm="cpl"` adjacency reads as self weight 1 instead of 2 (with `norm="pyg"` it changes nothing)."""
+    n, e = x.shape[0], edge_index.shape[1]
+    keep = torch.rand(e + n, generator=gen).argsort()[int((e + n) * drop):].sort().values
+    kept_edges = edge_index[:, keep[keep < e]]
+    lost_loop = torch.ones(n, dtype=torch.bool)
+    lost_loop[keep[keep >= e] - e] = False
+    loops = lost_loop.nonzero().view(1, -1).expand(2, -1).to(edge_index.device)
+    dropped = x * (torch.rand(x.shape, generator=gen) >= drop).to(x.device) / (1 - drop)
+    noisy = x + torch.rand(x.shape, generator=gen).to(x.device) * x.std() * drop / 2
+    return [(x, edge_index), (dropped, edge_index), (x, torch.cat([kept_edges, loops], 1)), (noisy, edge_index)]
+
+
 def view_agreement(view_logits: list[Tensor]) -> Tensor:
     """Per node, whether every augmented view predicts the clean view's class (official `consist`) [N] bool."""
     clean = view_logits[0].argmax(1)

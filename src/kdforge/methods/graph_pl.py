@@ -2,29 +2,44 @@
 PL (`pl_threshold`) and cautious PL (`cpl`, Wang et al., "Deep Insights into Noisy Pseudo Labeling on Graph Data",
 NeurIPS 2023; official code AcEbt/CPL@326fe67 `main_node.py`, `utils.py`).
 
-A run's epochs are cut into rounds: round 0 (`base_epochs`) trains on the labeled nodes; each later round
-(`round_epochs`) trains on labeled + pseudo-labeled nodes. Within a round the model with the best validation
-accuracy is kept (the official `train()`); at the round's end that model predicts every node under 4 views
-(clean; features dropped, edges dropped, feature noise, with `aug_drop`), nodes are chosen (`select_pseudo_labels`)
-and the next round starts from the early checkpoint (`restart: early`, CPL) or from the round's model
-(`restart: selected`). The exported model (`eval_model`) is the best-validation model over all rounds, so the
-run's val/test metrics are validation-selected; the per-round test accuracy is only logged (the official code
-reports its max over rounds: test-selected).
+A run's epochs are cut into rounds: round 0 (at most `base_epochs`) trains on the labeled nodes; each of the
+`rounds` later ones (at most `round_epochs`) on labeled + pseudo-labeled nodes. With `patience` a round ends early
+once that many epochs in a row brought no strictly better validation accuracy (the official `train()`,
+main_node.py:74-116). Within a round the best-validation model is kept. At the round's end a model predicts every
+node under 4 views (clean; features dropped, edges dropped, feature noise, with `aug_drop`: `cpl_view_inputs`),
+nodes are chosen (`select_pseudo_labels`) and the next round starts from the epoch-`early_epoch` weights of round
+0 (`restart: early`, CPL) or from the round's model (`restart: selected`), with a fresh optimizer state. The
+predicting model is round 0's (`relabel_from: base`, CPL's default: main_node.py:193-203 loads it once and never
+reloads it) or the latest round's (`relabel_from: selected`). Once every round is done, the remaining epochs of
+`train.epochs` do nothing, so `train.epochs` is an upper bound (CPL: (rounds + 1) * 2000).
 
-Logged per round (`ctx.log`, event "method" in metrics.jsonl): `round`, `val_acc` and `test_acc` of the round's
-model, `added`, `pl_total`, `pl_acc_added` / `pl_acc` (accuracy of this round's / all pseudo-labels against the
-true labels, which only this analysis reads), `consistency` (share of all nodes whose 3 augmented views agree
-with the clean one, as logged by the official code) and `consistency_added`, `wrong` and
-`wrong_next_to_wrong` (wrong pseudo-labels with a wrongly pseudo-labeled 1-hop neighbour). Everything that
-decides the rest of a run (round, pseudo-label set, best accuracies, the model snapshots as submodules) is
-checkpointed, so a run stopped mid-round resumes exactly.
+The exported model (`eval_model`) is the best-validation round's model, so the run's val/test metrics are
+validation-selected. Logged per round (`ctx.log`, event "method" in metrics.jsonl): `round`, `epochs` (the round's
+length), `val_acc` and `test_acc` of the round's model, `added`, `conf_min_added` (their lowest confidence, as the
+official log), `pl_total`, `pl_acc_added` / `pl_acc` (accuracy of this round's / all pseudo-labels against the true
+labels, which only this analysis reads), `consistency` (share of all nodes whose 3 augmented views agree with the
+clean one, as the official log) and `consistency_added`, `wrong` and `wrong_next_to_wrong` (wrong pseudo-labels
+with a wrongly pseudo-labeled 1-hop neighbour). At the end: `acc_val_selected` (test accuracy of the
+best-validation round, = summary.json's test top1), `acc_test_selected` (max test accuracy over the PL rounds,
+round 0's when none ran: the official figure, main_node.py:235-236), `acc_round0`, `selected_round`, `rounds_run`,
+`pl_acc_final` and `pl_total_final`. Everything that decides the rest of a run (round, its epoch and patience
+counters, the pseudo-label set, the accuracies so far, the model snapshots as submodules) is checkpointed, so a run
+stopped mid-round resumes exactly.
 
-Deviations from the official code, where it differs from the paper's description:
-- `relabel_from: selected` (default) predicts with the latest round's model. The official loop loads the base
-  model once before the loop and never reloads it (`model` in `main_node.py`), so all its rounds pseudo-label
-  from the base model's views: `relabel_from: base` does that.
-- Early stopping (patience 500 of at most 2000 epochs per round) is replaced by fixed `base_epochs` /
-  `round_epochs` with the best-validation model kept, to fit a CPU budget.
+Deviations from AcEbt/CPL@326fe67 with the official settings (configs/{cora,citeseer}_cpl_official.yaml, whose
+GCN is the official one: `norm: cpl`, `init: pygcn`, `input_dropout: false`, see `models/gnn.py`):
+- Graph: kdforge's Planetoid graph drops self-loops (torch_geometric's `read_planetoid_data`). DGL keeps the 124
+  self-loops of CiteSeer's raw graph, so in the official GCN those nodes have self weight 3 (raw loop +
+  `dgl.add_self_loop` + `preprocess_adj`'s identity, data.py:58,123), here 2. Cora has none.
+- Random streams: dropout masks, the views' masks, noise and edge choice come from kdforge's seeded generators
+  (views: one per round, `hash_seed(seed, "pl-views-<round>")`), not the official global numpy/torch state; the
+  model's initial weights differ with them.
+- Loss: `cautious_pl_loss` uses log_softmax (the official -log(softmax), utils.py:97, is inf where a softmax
+  underflows) and the mean runs over labeled then pseudo-labeled nodes (official: node order), same value.
+- A round that selects no node still trains (official main_node.py:216 skips training and its test entry).
+- Round 0 shorter than `early_epoch` (only with `patience` < `early_epoch`): its last weights are the early
+  checkpoint (the official code would reload a stale `./save_model/tmp.pth`, shared by all runs in one folder).
+- Reported figures: the official log has the max test accuracy over PL rounds only; `acc_val_selected` is ours.
 """
 from __future__ import annotations
 
@@ -42,6 +57,7 @@ from kdforge.errors import ConfigError
 from kdforge.losses import (
     average_views,
     cautious_pl_loss,
+    cpl_view_inputs,
     select_pseudo_labels,
     view_agreement,
     wrong_with_wrong_neighbour,
@@ -52,8 +68,15 @@ from kdforge.teachers.base import TeacherSource
 
 
 class GraphPLParams(MethodParams):
-    base_epochs: int = Field(200, gt=0, description="epochs of round 0 (labeled nodes only)")
-    round_epochs: int = Field(100, gt=0, description="epochs of each pseudo-labeling round")
+    base_epochs: int = Field(200, gt=0, description="epochs of round 0 (labeled nodes only); with `patience`, at "
+                                                    "most (CPL --epochs 2000)")
+    round_epochs: int = Field(100, gt=0, description="epochs of each pseudo-labeling round; with `patience`, at most "
+                                                     "(CPL --epochs_ft 2000)")
+    patience: int | None = Field(None, gt=0, description="end a round after this many epochs in a row without a "
+                                 "strictly better validation accuracy (CPL --patience 500); None: full-length rounds")
+    rounds: int | None = Field(None, ge=0, description="pseudo-labeling rounds after round 0 (CPL --iter: Cora 25, "
+                               "CiteSeer 30; 0: round 0 alone); later epochs of train.epochs do nothing. None: "
+                               "until train.epochs")
     top_k: int | None = Field(100, gt=0, description="nodes added per round (CPL --top: Cora 100, CiteSeer 70); "
                                                      "None: every node above the threshold")
     threshold: float = Field(0.0, ge=0, lt=1, description="confidence a node needs to be a candidate")
@@ -65,9 +88,10 @@ class GraphPLParams(MethodParams):
                                                          "(CPL --aug_drop: Cora 0.1, CiteSeer 0.05)")
     restart: Literal["early", "selected"] = Field("selected", description="each round starts from the early "
                                                   "checkpoint (CPL) or from the previous round's selected model")
-    early_epoch: int = Field(100, ge=0, description="epoch of round 0 whose weights are the early checkpoint")
+    early_epoch: int = Field(100, ge=0, description="epoch of round 0 whose weights are the early checkpoint "
+                                                    "(CPL: 100, counted from 0)")
     relabel_from: Literal["selected", "base"] = Field("selected", description="model that predicts pseudo-labels: "
-                                                      "the latest round's, or round 0's (the official loop)")
+                                                      "the latest round's, or round 0's (CPL's official loop)")
     candidates: Literal["all", "unlabeled"] = Field("all", description="nodes that may be pseudo-labeled: all but "
                                                     "the training nodes (CPL), or those outside train/val/test")
     beta: float = Field(1.0, gt=0, description="loss = mean CE / beta (CPL weighted CE: beta 1/3)")
@@ -87,9 +111,10 @@ class GraphPseudoLabel(Method):
                               f"{setup.spec.kind!r} data")
         # Snapshots of the student, checkpointed with it (submodules) and never trained.
         self.early, self.round_best, self.base, self.selected = (self._snapshot() for _ in range(4))
-        self.round = 0
+        self.round, self.round_epoch, self.stale, self.done = 0, 0, 0, False
         self.round_best_val = -1.0
-        self.best_val = -1.0
+        self.best_val, self.best_round = -1.0, 0
+        self.test_accs: list[float] = []  # per finished round
         self.pl_nodes = torch.zeros(0, dtype=torch.long)
         self.pl_labels = torch.zeros(0, dtype=torch.long)
 
@@ -106,6 +131,8 @@ class GraphPseudoLabel(Method):
         return {"main": self.optimization(self.student.parameters(), plan)}
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        if self.done:  # every round has finished: the rest of train.epochs is idle
+            return StepOutput(terms={})
         out = self.student(batch.x, *batch.extra)  # every node: the pseudo-labeled ones join the labeled batch
         labeled = batch.rows(out)
         nodes, labels = self.pl_nodes.to(out.device), self.pl_labels.to(out.device)
@@ -115,56 +142,80 @@ class GraphPseudoLabel(Method):
         return StepOutput(terms={"pl_ce": loss}, logits=labeled)
 
     def on_epoch_end(self, ctx: StepContext) -> None:
+        if self.done:
+            return
         p, graph = self.params, _graph(ctx.data.train)
         val = _accuracy(self.student, graph, ctx.data.val)
-        if val > self.round_best_val:  # strict, as the official `acc_val > best`
-            self.round_best_val = val
-            self.round_best.load_state_dict(self.student.state_dict())
-        if self.round == 0 and ctx.epoch == min(p.early_epoch, p.base_epochs - 1):
+        if self.round == 0 and self.round_epoch == p.early_epoch:  # the official epoch == 100 (main_node.py:97)
             self.early.load_state_dict(self.student.state_dict())
+        self.round_epoch += 1
+        if val > self.round_best_val:  # strict, as the official `acc_val > best`
+            self.round_best_val, self.stale = val, 0
+            self.round_best.load_state_dict(self.student.state_dict())
+        else:
+            self.stale += 1
+        longest = p.base_epochs if self.round == 0 else p.round_epochs
+        ends = self.round_epoch == longest or (p.patience is not None and self.stale >= p.patience)
         last = ctx.epoch + 1 == ctx.plan.epochs
-        if last or self._round_ends(ctx.epoch):
+        if ends or last:
             self._finish_round(ctx, graph, last)
 
     def eval_model(self) -> nn.Module:
         return self.selected
 
     def extra_state(self) -> dict[str, Any]:
-        return {"round": self.round, "round_best_val": self.round_best_val, "best_val": self.best_val,
-                "pl_nodes": self.pl_nodes, "pl_labels": self.pl_labels}
+        return {"round": self.round, "round_epoch": self.round_epoch, "stale": self.stale, "done": self.done,
+                "round_best_val": self.round_best_val, "best_val": self.best_val, "best_round": self.best_round,
+                "test_accs": list(self.test_accs), "pl_nodes": self.pl_nodes, "pl_labels": self.pl_labels}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.round, self.round_best_val, self.best_val = state["round"], state["round_best_val"], state["best_val"]
+        self.round, self.round_epoch, self.stale = state["round"], state["round_epoch"], state["stale"]
+        self.done, self.round_best_val = state["done"], state["round_best_val"]
+        self.best_val, self.best_round = state["best_val"], state["best_round"]
+        self.test_accs = list(state["test_accs"])
         self.pl_nodes, self.pl_labels = state["pl_nodes"], state["pl_labels"]
 
     # ---- rounds -------------------------------------------------------------------------------------------
-    def _round_ends(self, epoch: int) -> bool:
-        done = epoch + 1 - self.params.base_epochs
-        return done == 0 or (done > 0 and done % self.params.round_epochs == 0)
-
     def _finish_round(self, ctx: StepContext, graph: Graph, last: bool) -> None:
-        record: dict[str, Any] = {"round": self.round, "val_acc": self.round_best_val,
-                                  "test_acc": _accuracy(self.round_best, graph, ctx.data.test)}
+        p = self.params
+        test = _accuracy(self.round_best, graph, ctx.data.test)
+        self.test_accs.append(test)
+        record: dict[str, Any] = {"round": self.round, "epochs": self.round_epoch, "val_acc": self.round_best_val,
+                                  "test_acc": test}
         if self.round_best_val > self.best_val:  # rounds are chosen on validation nodes only
-            self.best_val = self.round_best_val
+            self.best_val, self.best_round = self.round_best_val, self.round
             self.selected.load_state_dict(self.round_best.state_dict())
         if self.round == 0:
             self.base.load_state_dict(self.round_best.state_dict())
-        if not last:
+            if self.round_epoch <= p.early_epoch:  # round 0 ended before the early epoch: its last weights
+                self.early.load_state_dict(self.student.state_dict())
+        self.done = last or (p.rounds is not None and self.round >= p.rounds)
+        if not self.done:
             record.update(self._add_pseudo_labels(ctx, graph))
-            start = self.early if self.params.restart == "early" else self.round_best
+            start = self.early if p.restart == "early" else self.round_best
             self.student.load_state_dict(start.state_dict())
             for opt in ctx.optimizers.values():  # the official code builds a fresh Adam for every round
                 opt.optimizer.state.clear()
-            self.round, self.round_best_val = self.round + 1, -1.0
+            self.round, self.round_epoch, self.stale, self.round_best_val = self.round + 1, 0, 0, -1.0
         ctx.log(**record)
+        if self.done:
+            ctx.log(**self._final_stats(graph))
+
+    def _final_stats(self, graph: Graph) -> dict[str, float]:
+        """The run's figures: both selections of a round, round 0, and the final pseudo-label set."""
+        later = self.test_accs[1:] or self.test_accs[:1]
+        wrong = self.pl_labels != graph.y[self.pl_nodes]
+        return {"acc_val_selected": self.test_accs[self.best_round], "acc_test_selected": max(later),
+                "acc_round0": self.test_accs[0], "selected_round": self.best_round,
+                "rounds_run": len(self.test_accs) - 1, "pl_acc_final": _share(~wrong),
+                "pl_total_final": len(self.pl_nodes)}
 
     @torch.no_grad()
     def _add_pseudo_labels(self, ctx: StepContext, graph: Graph) -> dict[str, float]:
         p = self.params
         model = self.base if p.relabel_from == "base" else self.round_best
         gen = torch.Generator().manual_seed(hash_seed(ctx.recipe.seed, f"pl-views-{self.round}"))
-        views = _views(model, graph, p.aug_drop, gen, next(model.parameters()).device)
+        views = _predict(model, cpl_view_inputs(graph.x, graph.edge_index, p.aug_drop, gen))
         agree = view_agreement(views)
         conf, label = average_views(views) if p.views == "multi" else F.softmax(views[0], 1).max(1)
         eligible = self._eligible(ctx, graph.num_nodes)
@@ -175,7 +226,8 @@ class GraphPseudoLabel(Method):
         self.pl_labels = torch.cat([self.pl_labels, label.cpu()[new]])
         # Analysis only: the true labels of pseudo-labeled nodes never reach the loss.
         wrong = self.pl_labels != graph.y[self.pl_nodes]
-        return {"added": len(new), "pl_total": len(self.pl_nodes), "pl_acc": _share(~wrong),
+        return {"added": len(new), "conf_min_added": float(conf.cpu()[new].min()) if len(new) else 0.0,
+                "pl_total": len(self.pl_nodes), "pl_acc": _share(~wrong),
                 "pl_acc_added": _share(~wrong[len(wrong) - len(new):]), "consistency": _share(agree),
                 "consistency_added": _share(agree.cpu()[new]), "wrong": int(wrong.sum()),
                 "wrong_next_to_wrong": wrong_with_wrong_neighbour(self.pl_nodes, wrong, graph.edge_index,
@@ -205,26 +257,18 @@ def _accuracy(model: nn.Module, graph: Graph, split: Split | None) -> float:
     if split is None or split.y is None:
         return 0.0
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = model(graph.x.to(device), graph.edge_index.to(device))
-    model.train(was_training)
+    out = _predict(model, [(graph.x, graph.edge_index)])[0]
     return float((out[split.x.to(device)].argmax(1) == split.y.to(device)).float().mean())
 
 
 @torch.no_grad()
-def _views(model: nn.Module, graph: Graph, drop: float, gen: torch.Generator, device: torch.device) -> list[Tensor]:
-    """The clean and 3 augmented predictions of official `multiview_pred`, in eval mode: features dropped at rate
-    `drop` (kept ones scaled by 1/(1-drop), as F.dropout), int(drop * |E|) directed edges removed, and noise
-    U(0,1) * std(X) * drop / 2 added to every feature."""
-    x, edges = graph.x, graph.edge_index
-    keep = torch.rand(edges.shape[1], generator=gen).argsort()[int(edges.shape[1] * drop):].sort().values
-    dropped = x * (torch.rand(x.shape, generator=gen) >= drop) / (1 - drop)
-    noisy = x + torch.rand(x.shape, generator=gen) * x.std() * drop / 2
-    inputs = [(x, edges), (dropped, edges), (x, edges[:, keep]), (noisy, edges)]
+def _predict(model: nn.Module, inputs: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """The model's logits on each (features, edge_index), in eval mode (as the official `multiview_pred` after
+    `model.eval()`), its train/eval mode restored."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = [model(a.to(device), b.to(device)) for a, b in inputs]
+    out = [model(x.to(device), edges.to(device)) for x, edges in inputs]
     model.train(was_training)
     return out
 
@@ -242,11 +286,15 @@ class ThresholdPLParams(GraphPLParams):
 
 
 class CPLParams(GraphPLParams):
-    """Cautious PL with the official defaults (`main_node.py` args, `run.sh` Cora settings)."""
+    """Cautious PL with the official defaults (`main_node.py` args, `run.sh` Cora settings); the official schedule
+    (2000-epoch rounds with patience 500, 25 or 30 rounds, lr 1e-3) is in configs/*_cpl_official.yaml."""
 
     threshold: float = Field(0.01, ge=0, lt=1, description="confidence a node needs to be a candidate")
     views: Literal["clean", "multi"] = Field("multi", description="select on the mean of the 4 views' logits")
     restart: Literal["early", "selected"] = Field("early", description="fine-tune from the early checkpoint")
+    relabel_from: Literal["selected", "base"] = Field("base", description="model that predicts pseudo-labels: "
+                                                      "round 0's (the official loop, main_node.py:193-203), or "
+                                                      "the latest round's (an ablation)")
     beta: float = Field(1 / 3, gt=0, description="loss = mean CE / beta (official weighted CE, beta 1/3)")
 
 
