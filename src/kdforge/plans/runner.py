@@ -156,8 +156,10 @@ def reproduce(plan_file: str | Path, jobs: int = 1, only: Iterable[str] | None =
         for label, cfg in cfgs.items():
             run_cfg = cfg.model_copy(update={"seed": seed, "output_dir": str(out / slug(label) / f"seed{seed}")})
             digest = config_digest(_identity(run_cfg))
+            # exclude_unset: a data source refuses keys it does not take (val_fraction on Planetoid) when they are
+            # written out explicitly; the worker rebuilds the same config from what was set
             if label in chosen and records.get((label, seed), {}).get("config") != digest:
-                todo.append(Job(label, seed, run_cfg.model_dump_json(), digest, threads, commit))
+                todo.append(Job(label, seed, run_cfg.model_dump_json(exclude_unset=True), digest, threads, commit))
     log = Log(out / "reproduce.log")
     log(f"plan {plan.key}: {len(todo)} runs to do, {jobs} at a time, {threads} thread(s) each, commit {commit}")
     prepare_teachers({label: cfgs[label] for label in chosen}, threads, log)
