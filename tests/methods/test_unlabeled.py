@@ -138,7 +138,7 @@ def test_slam_applies_its_target_and_alpha_floor_and_logs_the_alpha_histogram(di
     with torch.no_grad():
         expected = sum(slam_loss(student(b.x), t, a, method.k, True, "soft_topk", 1 / method.k)
                        for b, t, a in zip(batches, t_logits, alphas)) / 2
-    assert float(out.terms["unlabeled"]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(out.terms["unlabeled"].detach()) == pytest.approx(float(expected), rel=1e-6)
     # The α histogram covers exactly those rows; `on_epoch_end` logs it with k and the floor.
     recorder = _Recorder()
     ctx.logger = recorder  # type: ignore[assignment]
@@ -180,3 +180,39 @@ def test_slam_params_refuse_bad_values_naming_the_key(params, needle, digits) ->
     with pytest.raises(ConfigError, match=needle):
         build(MethodConfig(name="slam", params=params), nn.Linear(64, 10), LiveTeacher(nn.Linear(64, 10)),
               Setup.for_data(digits.spec, digits.train))
+
+
+def _slam_trainer(digits, teacher: nn.Module, run_dir, callbacks=()):
+    from kdforge.config.schema import OptimConfig, TrainConfig
+    from kdforge.engine import Trainer
+
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    method = build(MethodConfig(name="slam", params={"normalize": True}), student, LiveTeacher(teacher),
+                   Setup.for_data(digits.spec, digits.train))
+    recipe = RecipeConfig(seed=0, optim=OptimConfig(lr=0.01), train=TrainConfig(epochs=3, progress=False,
+                                                                               tensorboard=False))
+    return Trainer(method, digits, recipe, run_dir, batch_size=32, callbacks=callbacks)
+
+
+def _last_method_values(run_dir) -> dict:
+    import json
+
+    values: dict = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "method":
+            values.update({k: v for k, v in event.items() if k.startswith("slam_")})
+    return values
+
+
+def test_slam_alpha_histogram_survives_a_resume(digits, tmp_path) -> None:
+    from support import Stop, stop_after
+
+    teacher = _teacher(digits)
+    _slam_trainer(digits, teacher, tmp_path / "full").fit()
+    with pytest.raises(Stop):
+        _slam_trainer(digits, teacher, tmp_path / "cut", callbacks=[stop_after(1)]).fit()
+    _slam_trainer(digits, teacher, tmp_path / "cut").fit(resume=True)
+    full, resumed = _last_method_values(tmp_path / "full"), _last_method_values(tmp_path / "cut")
+    assert full == resumed and full["slam_alpha_floor"] == pytest.approx(1 / full["slam_k"])

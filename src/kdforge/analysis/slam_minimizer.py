@@ -12,8 +12,8 @@ Reported per variant: `accuracy` (the minimiser's top-1 against the hidden label
 top, the example counts 1/ties, so a switched-off example counts 1/C: the loss leaves it to the student's other
 data), `active_accuracy` (the same on the examples not switched off), `agreement` with the teacher's top-1 (same
 rule), `switched_off` (share of examples whose loss is flat in the student: the logits never move), `outside_topk`
-(share whose minimiser's top class is outside the teacher's top k). Next to them: the teacher's accuracy, k, and the
-α histogram (losses.alpha_summary).
+(share whose minimiser's top class is outside the teacher's top k; ties split, switched-off examples not counted).
+Next to them: the teacher's accuracy, k, and the α histogram (losses.alpha_summary).
 
 Functions: `synthetic_teacher` (the Gaussian teacher of the report), `diagnose` (any logits), `diagnose_run` (a
 config's saved teacher on its validation and unlabeled splits). From a shell:
@@ -90,16 +90,21 @@ def minimize_per_example(teacher_logits: Tensor, alpha: Tensor, k: int, variant:
     return logits.detach()
 
 
+def tied_top(logits: Tensor, tol: float = 1e-9) -> Tensor:
+    """Per row, the classes tied at the top of `logits` (within `tol`), each weighted 1/ties [N, C]."""
+    top = (logits >= logits.max(dim=1, keepdim=True).values - tol).double()
+    return top / top.sum(dim=1, keepdim=True)
+
+
 def top_shares(logits: Tensor, classes: Tensor, tol: float = 1e-9) -> Tensor:
     """Per row, 1/t if `classes` is among the t classes tied at the top of `logits` (within `tol`), else 0."""
-    top = logits >= logits.max(dim=1, keepdim=True).values - tol
-    return top.gather(1, classes.reshape(-1, 1)).squeeze(1).double() / top.sum(dim=1).double()
+    return tied_top(logits, tol).gather(1, classes.reshape(-1, 1)).squeeze(1)
 
 
 def score(minimiser: Tensor, labels: Tensor, teacher_logits: Tensor, k: int) -> dict[str, float]:
     """accuracy, agreement with the teacher's top-1, switched_off and outside_topk of a minimiser (module doc)."""
     flat = (minimiser.max(dim=1).values - minimiser.min(dim=1).values) < 1e-12
-    outside = 1 - top_k_mask(teacher_logits, k).gather(1, minimiser.argmax(dim=1, keepdim=True)).squeeze(1)
+    outside = (tied_top(minimiser) * (1 - top_k_mask(teacher_logits, k).double())).sum(dim=1)
     hits = top_shares(minimiser, labels)
     active = float(hits[~flat].mean()) if bool((~flat).any()) else math.nan
     return {"accuracy": float(hits.mean()), "active_accuracy": active,

@@ -10,13 +10,14 @@ loss-adjustment"): it is trained against y_s(x) with its own prediction mixed as
 where top(y; k) is the 0/1 mask of the k largest classes of y. Remark B.1: the experiments drop the 1/(k - 1)
 ("not normalizing ... resulted in better results overall"); `normalize=False` is that form.
 
-What the paper says, as far as it could be read here (the search tool's stored pages: ri.k117.org's summary of
-the NeurIPS paper, which quotes Remark B.1 and "we randomly split dataset C into a small (e.g., 500 examples)
-validation dataset V and an unlabeled training dataset U", data sets CIFAR-10/100, CelebA, ImageNet and IMDB; the
-ar5iv copy of 2302.03806 only as far as its introduction): the mixing above and its un-normalised variant. NOT
-found, so our reading, unverified: how α(x) and k(x) are estimated, the loss applied to mix (below), the target
-y_s (soft or hard) in the experiments, and which baselines the paper compares against (forward correction, our
-`forward_correction`, may not be one of them).
+What the paper says, as far as it could be read here (searched 2026-12-07; stored pages only: the reproducibility
+summary https://ri.k117.org/papers/slam_studentlabel_mixing_for_distillation_with_unlabeled_examples__7a1718d1,
+which quotes Remark B.1, an Algorithm 1, "we randomly split dataset C into a small (e.g., 500 examples)
+validation dataset V and an unlabeled training dataset U" and the data sets CIFAR-10/100, CelebA, ImageNet and
+IMDB; https://ar5iv.labs.arxiv.org/html/2302.03806 only as far as its introduction): the mixing above and its
+un-normalised variant, a ~500-example validation set. NOT found, so our reading, unverified: how α(x) and k(x) are
+estimated, the loss applied to mix, the target (soft or hard) in the experiments, and which baselines the paper
+compares against (forward correction, our `forward_correction`, may not be one of them).
 
 Our reading, stated once:
 - the loss is the cross-entropy -sum_c y_c log mix_c (mix clamped away from 0 for the log) against a target y:
@@ -59,10 +60,11 @@ def slam_mix(student_probs: Tensor, alpha: Tensor, mask: Tensor, normalize: bool
     """mix(f; α, k) = α f + (1 - α)(1 - f) ⊙ mask, divided in its second term by (k - 1) when `normalize`
     (k = the mask's row sum). `alpha` is [B] (or a number), `student_probs` and `mask` [B, C]."""
     alpha = torch.as_tensor(alpha, dtype=student_probs.dtype, device=student_probs.device).reshape(-1, 1)
-    wrong = (1 - alpha) * (1 - student_probs) * mask
-    if normalize:
-        wrong = wrong / (mask.sum(dim=1, keepdim=True) - 1).clamp_min(1)
-    return alpha * student_probs + wrong
+    z = (mask.sum(dim=1, keepdim=True) - 1).clamp_min(1) if normalize else torch.ones_like(alpha)
+    # On the mask α f + (1 - α)(1 - f)/Z = a f + b, written with a = (α - α*)(1 + Z)/Z, α* = 1/(1 + Z), so that a
+    # is exactly 0 at α = α* (floating point): an example raised to the floor has an exactly flat loss.
+    slope = (alpha - 1 / (1 + z)) * (1 + z) / z
+    return torch.where(mask.bool(), slope * student_probs + (1 - alpha) / z, alpha * student_probs)
 
 
 def slam_target(teacher_probs: Tensor, mask: Tensor, target: SlamTarget) -> Tensor:
