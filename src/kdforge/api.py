@@ -153,7 +153,7 @@ def count_params(model: nn.Module) -> int:
 # ---- teachers ---------------------------------------------------------------------------------------------
 # Training settings that change what is shown or written, never the weights: not part of a teacher's identity.
 NO_EFFECT_ON_WEIGHTS = frozenset({"progress", "tensorboard", "log_every", "eval_every", "checkpoint_every",
-                                  "checkpoint_steps"})
+                                  "checkpoint_steps", "eval_test"})
 
 
 def teacher_dir(cfg: ExperimentConfig) -> Path:

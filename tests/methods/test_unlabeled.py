@@ -11,7 +11,7 @@ from kdforge.data import build as build_data
 from kdforge.engine.contract import Plan, StepContext
 from kdforge.engine.runtime import Runtime
 from kdforge.errors import ConfigError
-from kdforge.losses import fit_isotonic, teacher_confidence
+from kdforge.losses import fit_isotonic, slam_loss, teacher_confidence
 from kdforge.methods import Setup, build, check_data
 from kdforge.teachers.live import LiveTeacher
 
@@ -118,3 +118,101 @@ def test_calibrating_methods_refuse_a_small_or_test_validation_split(name) -> No
     on_test = build_data(DataConfig(name="digits", val_fraction=0, label_budget={"labeled": 0.1}))
     with pytest.raises(ConfigError, match="data.val_fraction=0 makes the test split the validation split"):
         check_data(MethodConfig(name=name), on_test)
+
+
+def test_slam_applies_its_target_and_alpha_floor_and_logs_the_alpha_histogram(digits) -> None:
+    teacher = _teacher(digits)
+    params = {"normalize": True, "target": "soft_topk", "alpha_floor": "auto", "unlabeled_batches": 2}
+    method, out, records, _ = _step("slam", digits, teacher, params)
+    assert method.floor == pytest.approx(1 / method.k)
+    # The unlabeled term is slam_loss with the floor, on the two unlabeled batches the step drew (same stream).
+    plan = Plan(RecipeConfig(), 1, 1)
+    ctx = StepContext(plan=plan, data=digits, runtime=Runtime.from_env("cpu"), optimizers={},
+                      augment=AugmentConfig(), batch_size=32)
+    batches = [ctx.next_batch("unlabeled") for _ in range(2)]
+    with torch.no_grad():
+        t_logits = [teacher(b.x) for b in batches]
+    alphas = [method.alpha(t) for t in t_logits]
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # the student of `_step` before its update
+    with torch.no_grad():
+        expected = sum(slam_loss(student(b.x), t, a, method.k, True, "soft_topk", 1 / method.k)
+                       for b, t, a in zip(batches, t_logits, alphas)) / 2
+    assert float(out.terms["unlabeled"].detach()) == pytest.approx(float(expected), rel=1e-6)
+    # The α histogram covers exactly those rows; `on_epoch_end` logs it with k and the floor.
+    recorder = _Recorder()
+    ctx.logger = recorder  # type: ignore[assignment]
+    method.on_epoch_end(ctx)
+    (logged,) = [r for r in recorder.records if r["event"] == "method"]
+    alpha = torch.cat(alphas)
+    probs = torch.cat(t_logits).softmax(1)
+    outside = 1 - probs.topk(method.k, dim=1).values.sum(1)
+    assert logged["slam_k"] == method.k and logged["slam_alpha_floor"] == pytest.approx(1 / method.k)
+    assert logged["slam_alpha_mean"] == pytest.approx(alpha.mean().item(), abs=1e-6)
+    assert logged["slam_alpha_zero_share"] == pytest.approx((alpha == 0).float().mean().item())
+    assert logged["slam_alpha_below_half_share"] == pytest.approx((alpha < 0.5).float().mean().item())
+    assert logged["slam_alpha_below_1_over_k_share"] == pytest.approx((alpha < 1 / method.k).float().mean().item())
+    assert logged["slam_teacher_mass_outside_topk"] == pytest.approx(outside.mean().item(), abs=1e-6)
+    # A resumed run carries the running sums on.
+    state = method.extra_state()
+    fresh, _, _, _ = _step("slam", digits, teacher, params)
+    fresh.load_extra_state(state)
+    assert torch.equal(fresh._sums, method._sums)
+
+
+def test_slam_defaults_are_hard_with_the_auto_floor_and_the_old_behaviour_stays_reachable(digits) -> None:
+    teacher = _teacher(digits)
+    method, _, _, _ = _step("slam", digits, teacher)
+    assert method.params.target == "hard" and method.params.alpha_floor == "auto" and method.floor == 0.5
+    old, _, _, _ = _step("slam", digits, teacher, {"target": "soft", "alpha_floor": "none"})
+    assert old.floor is None
+    fixed, _, _, _ = _step("slam", digits, teacher, {"alpha_floor": 0.3})
+    assert fixed.floor == 0.3
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"hard_target": True}, "hard_target"),
+    ({"alpha_floor": 1.5}, "alpha_floor"),
+    ({"alpha_floor": "half"}, "alpha_floor"),
+    ({"target": "onehot"}, "target"),
+])
+def test_slam_params_refuse_bad_values_naming_the_key(params, needle, digits) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        build(MethodConfig(name="slam", params=params), nn.Linear(64, 10), LiveTeacher(nn.Linear(64, 10)),
+              Setup.for_data(digits.spec, digits.train))
+
+
+def _slam_trainer(digits, teacher: nn.Module, run_dir, callbacks=()):
+    from kdforge.config.schema import OptimConfig, TrainConfig
+    from kdforge.engine import Trainer
+
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    method = build(MethodConfig(name="slam", params={"normalize": True}), student, LiveTeacher(teacher),
+                   Setup.for_data(digits.spec, digits.train))
+    recipe = RecipeConfig(seed=0, optim=OptimConfig(lr=0.01), train=TrainConfig(epochs=3, progress=False,
+                                                                               tensorboard=False))
+    return Trainer(method, digits, recipe, run_dir, batch_size=32, callbacks=callbacks)
+
+
+def _last_method_values(run_dir) -> dict:
+    import json
+
+    values: dict = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "method":
+            values.update({k: v for k, v in event.items() if k.startswith("slam_")})
+    return values
+
+
+def test_slam_alpha_histogram_survives_a_resume(digits, tmp_path) -> None:
+    from support import Stop, stop_after
+
+    teacher = _teacher(digits)
+    _slam_trainer(digits, teacher, tmp_path / "full").fit()
+    with pytest.raises(Stop):
+        _slam_trainer(digits, teacher, tmp_path / "cut", callbacks=[stop_after(1)]).fit()
+    _slam_trainer(digits, teacher, tmp_path / "cut").fit(resume=True)
+    full, resumed = _last_method_values(tmp_path / "full"), _last_method_values(tmp_path / "cut")
+    assert full == resumed and full["slam_alpha_floor"] == pytest.approx(1 / full["slam_k"])

@@ -161,6 +161,10 @@ class TrainConfig(StrictModel):
         "its fsyncs measured ~5 ms on local disk, so resuming loses at most one epoch for almost nothing"))
     checkpoint_steps: int | None = Field(None, gt=0, description="also checkpoint every N steps within epochs, so a "
                                          "kill loses at most N steps; None = at epoch ends only")
+    eval_test: bool = Field(False, description=(
+        "also evaluate the test split at every validation point (every eval_every epochs) and record it in the "
+        "epoch record as test_*: test accuracy over training, for analysis (not for choosing anything); off "
+        "changes nothing"))
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda[:i]'")
     sync_batchnorm: bool = Field(False, description=(
         "under torchrun, BatchNorm layers in train mode normalise over the global batch (all processes' shards), "

@@ -142,6 +142,8 @@ class Trainer:
                     if (epoch + 1) % self.cfg.eval_every == 0 or last:
                         val = self._evaluate("val")
                         record.update({f"val_{k}": v for k, v in val.items()})
+                        if self.cfg.eval_test:  # a test curve for analysis: a forward pass, no RNG drawn
+                            record.update({f"test_{k}": v for k, v in self._evaluate("test").items()})
                         shown = f" val {val['top1']:.2%}" if "top1" in val else ""
                         progress.update(task, status=f"loss {record['loss']:.3f}{shown}")
                     if logger is not None:

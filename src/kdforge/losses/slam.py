@@ -8,22 +8,44 @@ loss-adjustment"): it is trained against y_s(x) with its own prediction mixed as
     mix(f; α, k) = α(x) f(x) + (1 - α(x)) (1 - f(x)) ⊙ top(y_s(x); k(x)) / (k(x) - 1)      (Sec. 3, theory form)
 
 where top(y; k) is the 0/1 mask of the k largest classes of y. Remark B.1: the experiments drop the 1/(k - 1)
-("not normalizing ... resulted in better results overall"); `normalize=False` is that form and the default.
+("not normalizing ... resulted in better results overall"); `normalize=False` is that form.
 
-Choices where the paper (as available here) leaves room, stated once:
-- the loss is the cross-entropy -sum_c y_s,c log mix_c with y_s the teacher's softmax (or its one-hot top-1),
-  mix clamped away from 0 for the log;
+What the paper says, as far as it could be read here (searched 2026-12-07; stored pages only: the reproducibility
+summary https://ri.k117.org/papers/slam_studentlabel_mixing_for_distillation_with_unlabeled_examples__7a1718d1,
+which quotes Remark B.1, an Algorithm 1, "we randomly split dataset C into a small (e.g., 500 examples)
+validation dataset V and an unlabeled training dataset U" and the data sets CIFAR-10/100, CelebA, ImageNet and
+IMDB; https://ar5iv.labs.arxiv.org/html/2302.03806 only as far as its introduction): the mixing above and its
+un-normalised variant, a ~500-example validation set. NOT found, so our reading, unverified: how α(x) and k(x) are
+estimated, the loss applied to mix, the target (soft or hard) in the experiments, and which baselines the paper
+compares against (forward correction, our `forward_correction`, may not be one of them).
+
+Our reading, stated once:
+- the loss is the cross-entropy -sum_c y_c log mix_c (mix clamped away from 0 for the log) against a target y:
+  `hard` = the one-hot of the teacher's top-1 (default), `soft_topk` = the teacher's softmax restricted to its top
+  k and renormalised, `soft` = the full softmax (the old default, `hard_target: false`; the "soft pseudo-labels"
+  of the abstract). With `soft` the classes outside the top k meet mix = α f there: -y_c log(α f_c) is an unbounded
+  reward for moving mass out of the top k, so the per-example minimiser is not the teacher's distribution for any
+  α < 1 and often not its top-1 (analysis/slam_minimizer.py measures it);
 - α(x) is an isotonic (monotone non-decreasing) regression of "teacher's top-1 is right" on the teacher's margin
   (top-1 minus top-2 probability) or top-1 probability, fitted on labeled validation data by pool-adjacent-
   violators and read off by linear interpolation between the fitted points, clipped at the ends (scikit-learn's
   IsotonicRegression(out_of_bounds="clip") does the same);
-- k(x) is one k for all x: the smallest k >= 2 whose validation top-k accuracy reaches a target (default 0.9).
+- k(x) is one k for all x: the smallest k >= 2 whose validation top-k accuracy reaches a target (default 0.9);
+- our addition, not in the paper: an α floor. On the mask mix_c = a f_c + b with a = α - (1 - α)/Z, b = (1 - α)/Z
+  (Z = 1 un-normalised, k - 1 normalised): below α* = 1/(1 + Z) (1/2 un-normalised, 1/k normalised) a < 0 and the
+  loss rewards moving mass AWAY from the teacher's top-1; the isotonic α reaches 0 in low-margin blocks. Raising
+  α to α* makes those examples' loss flat in f on the mask (no gradient with a `hard` or `soft_topk` target): they
+  are switched off instead of reversed.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+SlamTarget = Literal["hard", "soft_topk", "soft"]
 
 
 def top_k_mask(teacher_probs: Tensor, k: Tensor | int) -> Tensor:
@@ -38,27 +60,56 @@ def slam_mix(student_probs: Tensor, alpha: Tensor, mask: Tensor, normalize: bool
     """mix(f; α, k) = α f + (1 - α)(1 - f) ⊙ mask, divided in its second term by (k - 1) when `normalize`
     (k = the mask's row sum). `alpha` is [B] (or a number), `student_probs` and `mask` [B, C]."""
     alpha = torch.as_tensor(alpha, dtype=student_probs.dtype, device=student_probs.device).reshape(-1, 1)
-    wrong = (1 - alpha) * (1 - student_probs) * mask
-    if normalize:
-        wrong = wrong / (mask.sum(dim=1, keepdim=True) - 1).clamp_min(1)
-    return alpha * student_probs + wrong
+    z = (mask.sum(dim=1, keepdim=True) - 1).clamp_min(1) if normalize else torch.ones_like(alpha)
+    # On the mask α f + (1 - α)(1 - f)/Z = a f + b, written with a = (α - α*)(1 + Z)/Z, α* = 1/(1 + Z), so that a
+    # is exactly 0 at α = α* (floating point): an example raised to the floor has an exactly flat loss.
+    slope = (alpha - 1 / (1 + z)) * (1 + z) / z
+    return torch.where(mask.bool(), slope * student_probs + (1 - alpha) / z, alpha * student_probs)
+
+
+def slam_target(teacher_probs: Tensor, mask: Tensor, target: SlamTarget) -> Tensor:
+    """The distribution the mixed student is fitted to: the teacher's one-hot top-1 (`hard`), its softmax on its top
+    k renormalised (`soft_topk`), or its whole softmax (`soft`)."""
+    if target == "hard":
+        return F.one_hot(teacher_probs.argmax(dim=1), teacher_probs.shape[1]).to(teacher_probs)
+    if target == "soft_topk":
+        kept = teacher_probs * mask
+        return kept / kept.sum(dim=1, keepdim=True)
+    if target == "soft":
+        return teacher_probs
+    raise ValueError(f"slam_target: target must be 'hard', 'soft_topk' or 'soft', not {target!r}")
+
+
+def indifference_alpha(k: int, normalize: bool) -> float:
+    """α* = 1 / (1 + Z): the α at which mix is the same on the mask whatever f is (Z = k - 1 normalised, else 1);
+    below it the mixing rewards moving mass away from the teacher's top-1."""
+    return 1.0 / k if normalize else 0.5
+
+
+def resolve_alpha_floor(setting: Literal["auto", "none"] | float, k: int, normalize: bool) -> float | None:
+    """The floor α is raised to: α* for "auto", none for "none", else the number given."""
+    if setting == "auto":
+        return indifference_alpha(k, normalize)
+    return None if setting == "none" else float(setting)
 
 
 def slam_loss(student_logits: Tensor, teacher_logits: Tensor, alpha: Tensor, k: Tensor | int,
-              normalize: bool = False, hard_target: bool = False, eps: float = 1e-7) -> Tensor:
-    """SLaM's unlabeled loss: batch mean of -sum_c y_s,c log mix(f; α, k)_c with f = softmax(student_logits),
-    y_s = softmax(teacher_logits) (its one-hot top-1 with `hard_target`) and the mask top(y_s; k).
+              normalize: bool = False, target: SlamTarget = "hard", alpha_floor: float | None = None,
+              eps: float = 1e-7) -> Tensor:
+    """SLaM's unlabeled loss: batch mean of -sum_c y_c log mix(f; max(α, alpha_floor), k)_c with
+    f = softmax(student_logits), y = slam_target(softmax(teacher_logits), mask, target), mask = top(y_s; k).
 
-    α = 1 (an always-right teacher) gives CE(y_s, f): plain distillation. A teacher at chance among its top k
-    (α = 1/k, normalized form, or k = 2 in either form) makes mix = 1/k on the mask whatever f is: a target inside
-    the mask (a hard one, or k = C) then gives no gradient, so the student's own labeled loss decides. Soft
-    target mass outside the top k meets mix = α f there: plain distillation, weighted by α."""
+    α = 1 (an always-right teacher) gives CE(y, f): plain distillation on y. α = α* (`indifference_alpha`) makes
+    mix = (1 - α) / Z on the mask whatever f is: a target inside the mask (`hard`, `soft_topk`, or k = C) then gives
+    no gradient, so the student's own labeled loss decides. Soft target mass outside the top k meets mix = α f there:
+    plain distillation, weighted by α, with no counterweight inside the mask."""
     # At least float32 for the teacher's softmax (a half-precision cache), the student's precision when higher.
     teacher_probs = F.softmax(teacher_logits.to(torch.promote_types(student_logits.dtype, torch.float32)), dim=1)
-    target = F.one_hot(teacher_probs.argmax(dim=1), teacher_probs.shape[1]).to(teacher_probs) if hard_target \
-        else teacher_probs
-    mix = slam_mix(F.softmax(student_logits, dim=1), alpha, top_k_mask(teacher_probs, k), normalize)
-    return -(target * mix.clamp_min(eps).log()).sum(dim=1).mean()
+    mask = top_k_mask(teacher_probs, k)
+    if alpha_floor is not None:
+        alpha = torch.as_tensor(alpha, dtype=teacher_probs.dtype, device=teacher_probs.device).clamp_min(alpha_floor)
+    mix = slam_mix(F.softmax(student_logits, dim=1), alpha, mask, normalize)
+    return -(slam_target(teacher_probs, mask, target) * mix.clamp_min(eps).log()).sum(dim=1).mean()
 
 
 def teacher_confidence(teacher_logits: Tensor, score: str = "margin") -> Tensor:
@@ -118,3 +169,34 @@ def choose_k(top_k_accuracy: Tensor, target: float, minimum: int = 2) -> int:
     reached = (top_k_accuracy >= target).nonzero().flatten()
     k = int(reached[0]) + 1 if len(reached) else len(top_k_accuracy)
     return max(k, min(minimum, len(top_k_accuracy)))
+
+
+def calibrate_slam(val_logits: Tensor, val_labels: Tensor, confidence: str = "margin",
+                   topk_target: float = 0.9) -> tuple[tuple[Tensor, Tensor], int]:
+    """α(x)'s isotonic knots (in `teacher_confidence`) and k, fitted on the teacher's labeled validation outputs."""
+    correct = val_logits.argmax(1).eq(val_labels).float()
+    knots = fit_isotonic(teacher_confidence(val_logits, confidence), correct)
+    return knots, choose_k(top_k_accuracy_curve(val_logits, val_labels), topk_target)
+
+
+# Running sums behind the α histogram a run logs; `alpha_summary` turns them into shares.
+ALPHA_SUMS = ("seen", "alpha", "alpha_zero", "alpha_below_half", "alpha_below_1_over_k", "mass_outside_topk")
+
+
+def alpha_sums(alpha: Tensor, teacher_logits: Tensor, k: int) -> Tensor:
+    """Sums over a batch, in the order of ALPHA_SUMS (float64, on the batch's device): rows, α, rows with α = 0,
+    α < 1/2, α < 1/k, and the teacher's probability mass outside its top k."""
+    probs = F.softmax(teacher_logits.float(), dim=1)
+    outside = 1 - probs.topk(min(k, probs.shape[1]), dim=1).values.sum(dim=1)
+    alpha = alpha.double()
+    return torch.stack([torch.tensor(float(len(alpha)), dtype=torch.float64, device=alpha.device), alpha.sum(),
+                        (alpha == 0).sum().double(), (alpha < 0.5).sum().double(), (alpha < 1 / k).sum().double(),
+                        outside.double().sum()])
+
+
+def alpha_summary(sums: Tensor) -> dict[str, float]:
+    """Mean α, the shares of rows with α = 0, α < 1/2, α < 1/k, and the mean teacher mass outside its top k."""
+    seen, *rest = sums.tolist()
+    names = ("alpha_mean", "alpha_zero_share", "alpha_below_half_share", "alpha_below_1_over_k_share",
+             "teacher_mass_outside_topk")
+    return {name: value / max(seen, 1.0) for name, value in zip(names, rest)}

@@ -4,7 +4,8 @@ Each step takes one labeled batch (CE on its labels) and `unlabeled_batches` bat
 `ctx.next_batch("unlabeled")`, whose targets come from the teacher source (live or cache). The methods differ only
 in the unlabeled loss: soft teacher labels (`pseudo_soft`, plain KD), hard pseudo-labels (`pseudo_hard`),
 confidence-thresholded ones (`pseudo_threshold`), forward loss-correction (`forward_correction`) and SLaM
-(`slam`, in methods/slam.py): the baselines and the method of Kontonis et al., NeurIPS 2023.
+(`slam`, in methods/slam.py), the method of Kontonis et al., NeurIPS 2023. The baselines are our choice: which
+ones the paper compares against could not be read here (forward correction may not be one of them).
 
 Methods that calibrate on labeled validation data (a transition matrix, SLaM's α and k) do it at their first step,
 from `ctx.data.val`, deterministically (a resumed run recomputes the same values). Every run logs the teacher's
