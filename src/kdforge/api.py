@@ -31,7 +31,7 @@ from kdforge.engine.lock import RunLock
 from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 from kdforge.fileio import atomic_write_text
 from kdforge.methods import Setup
-from kdforge.models.infodrop import check_finetune, finetune_phase
+from kdforge.models.infodrop import finetune_phase, finetune_recipe
 from kdforge.registry import TEACHERS
 from kdforge.teachers import CachedTeacher, LiveTeacher, TeacherCache
 from kdforge.teachers.cache import CacheRequest, open_or_build
@@ -55,10 +55,6 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
     bundle = bundle or data_mod.build(cfg.data)
     methods.check_data(cfg.method, bundle)  # bad data for this method fails here, before a teacher is trained
     check_images(cfg.data.eval_corruptions, bundle.spec)
-    check_finetune(cfg.student.infodrop, cfg.train.epochs, "student.infodrop", "train.epochs")
-    if cfg.teacher is not None and cfg.teacher.recipe is not None:
-        check_finetune(cfg.teacher.model.infodrop, cfg.teacher.recipe.train.epochs, "teacher.model.infodrop",
-                       "teacher.recipe.train.epochs")
     teacher = prepare_teacher(cfg, bundle) if _wants_teacher(cfg) else None
     seed_everything(cfg.seed)
     student = models.build(cfg.student, bundle.spec, "student")
@@ -71,10 +67,10 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
         views = _attach_cache(source, cfg, bundle, runtime) if replay else None  # type: ignore[arg-type]
         extra = None if teacher is None else (teacher_logits or TeacherLogits(teacher_logits_dir())).metrics_fn(
             str(teacher_dir(cfg)), teacher, bundle, cfg.data.eval_batch_size, runtime.device)
-        trainer = Trainer(method, bundle, cfg.recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
+        trainer = Trainer(method, bundle, finetune_recipe(cfg.recipe, cfg.student.infodrop), run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
                           cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}", runtime=runtime,
                           extra_metrics=extra, views=views)
-        finetune_phase(student, trainer, "student.infodrop", "train.epochs")
+        finetune_phase(student, trainer, "student.infodrop")
         with RunLock(run_dir) if runtime.is_main else nullcontext():
             trainer.prepare(resume, overwrite)  # refuses a folder holding another run before anything is written
             if runtime.is_main:
@@ -205,14 +201,14 @@ def prepare_teacher(cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
 
 def train_teacher(cfg: ExperimentConfig, bundle: DataBundle, path: Path) -> nn.Module:
     assert cfg.teacher is not None and cfg.teacher.recipe is not None
-    recipe = cfg.teacher.recipe
+    recipe = finetune_recipe(cfg.teacher.recipe, cfg.teacher.model.infodrop)
     seed_everything(recipe.seed)
     model = models.build(cfg.teacher.model, bundle.spec, "teacher.model")
     method = methods.build(MethodConfig(name="ce"), model, None, Setup.for_data(bundle.spec, bundle.train, recipe.train.label_smoothing))
     runtime = Runtime.from_env(recipe.train.device)
     trainer = Trainer(method, bundle, recipe, path / "run", cfg.data.batch_size, cfg.data.eval_batch_size,
                       cfg.data.augment, label=f"teacher {cfg.teacher.model.name}", runtime=runtime)
-    finetune_phase(model, trainer, "teacher.model.infodrop", "teacher.recipe.train.epochs")
+    finetune_phase(model, trainer, "teacher.model.infodrop")
     try:
         result = trainer.fit(overwrite=True)
     except TrainingDiverged as e:

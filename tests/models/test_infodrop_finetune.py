@@ -17,7 +17,7 @@ from kdforge.engine.optim import lr_factor
 from kdforge.errors import ConfigError
 from kdforge.methods import Setup
 from kdforge.methods.ce import CE
-from kdforge.models.infodrop import finetune_phase, two_phase_factor
+from kdforge.models.infodrop import finetune_phase, finetune_recipe, two_phase_factor
 from support import Stop
 
 INFODROP = {"layers": [{"conv": "features.0", "output": "features.3"}], "finetune_epochs": 2}
@@ -31,7 +31,7 @@ def _config(run_dir, **over):
             "method": {"name": "ce"},
             "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
             "schedule": {"name": "multistep", "milestones": [1], "gamma": 0.5},
-            "train": {"epochs": 4, "progress": False, "tensorboard": False, "log_every": 1, "checkpoint_steps": 4}}
+            "train": {"epochs": 2, "progress": False, "tensorboard": False, "log_every": 1, "checkpoint_steps": 4}}
     return parse_config({**data, **over})
 
 
@@ -58,8 +58,9 @@ def test_infodrop_off_lr_restarted_and_optimizer_fresh_from_the_phase_on(tmp_pat
     torch.manual_seed(0)
     student = models.build(cfg.student, bundle.spec, "student")
     method = methods.build(cfg.method, student, None, Setup.for_data(bundle.spec, bundle.train))
-    trainer = Trainer(method, bundle, cfg.recipe, cfg.run_dir, 64, label="t")
-    finetune_phase(student, trainer, "student.infodrop", "train.epochs")
+    trainer = Trainer(method, bundle, finetune_recipe(cfg.recipe, cfg.student.infodrop), cfg.run_dir, 64, label="t")
+    finetune_phase(student, trainer, "student.infodrop")
+    assert trainer.plan.epochs == 4  # train.epochs 2 + finetune_epochs 2
     spe = trainer.plan.steps_per_epoch
     s1 = 2 * spe
     masked, state_sizes = [], []
@@ -81,7 +82,7 @@ def test_a_teacher_trained_from_a_recipe_gets_the_phase(tmp_path):
         "model": {**CNN, "infodrop": {**INFODROP, "finetune_epochs": 1, "finetune_lr_factor": 0.1}},
         "store_dir": str(tmp_path / "teachers"),
         "recipe": {"optim": {"name": "sgd", "lr": 0.05}, "schedule": {"name": "constant"},
-                   "train": {"epochs": 3, "progress": False, "tensorboard": False, "log_every": 1}}})
+                   "train": {"epochs": 2, "progress": False, "tensorboard": False, "log_every": 1}}})
     bundle = build(cfg.data)
     api.prepare_teacher(cfg, bundle)
     run = api.teacher_dir(cfg) / "run"
@@ -98,6 +99,8 @@ def test_a_teacher_trained_from_a_recipe_gets_the_phase(tmp_path):
     # existed keep their folders
     assert folder(finetune_epochs=0) == folder(finetune_epochs=0, finetune_lr_factor=0.3)
     assert folder(finetune_epochs=1) != folder(finetune_epochs=1, finetune_lr_factor=0.3)
+    unscored = cfg.model_copy(update={"data": cfg.data.model_copy(update={"eval_corruptions": []})})
+    assert api.teacher_dir(unscored) == api.teacher_dir(cfg)  # evaluation settings are not the teacher's identity
 
 
 @pytest.mark.parametrize("stop_at", ["boundary", "mid_finetune"])
@@ -124,10 +127,7 @@ def test_stopped_at_or_after_the_boundary_resumes_bit_identical(tmp_path, monkey
     assert resumed["test"] == full["test"] and {"top1@gaussian_noise", "top1@patch_shuffle"} <= set(full["test"])
 
 
-def test_a_phase_that_leaves_no_infodrop_epoch_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match=r"^student\.infodrop\.finetune_epochs: 4 of the run's 4 epochs "
-                                          r"\(train\.epochs\) leaves none with InfoDrop"):
-        api.run(_config(tmp_path / "r", student={**CNN, "infodrop": {**INFODROP, "finetune_epochs": 4}}))
+def test_corruptions_of_non_images_are_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"^data\.eval_corruptions: corruptions need image tensors"):
         api.run(_config(tmp_path / "r", data={"name": "mnist1d", "eval_corruptions": ["gaussian_blur"]},
                         student={"name": "mlp"}))

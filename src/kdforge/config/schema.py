@@ -101,9 +101,9 @@ class InfoDropConfig(StrictModel):
     radius: int = Field(3, ge=1, description="neighbour offsets (i, j) are drawn from [-radius, radius]^2")
     samples: int = Field(9, ge=1, description="neighbour offsets drawn per forward pass")
     finetune_epochs: int = Field(0, ge=0, description=(
-        "the last N of the run's epochs train without InfoDrop, as the official second run does "
-        "(finetune_wo_infodrop: 20 epochs after 100): the schedule restarts, compressed to those epochs, and the "
-        "optimizer state (momentum) starts afresh; 0 = InfoDrop to the end"))
+        "after the run's epochs, N more without InfoDrop, as the official second run does (finetune_wo_infodrop: "
+        "20 epochs after 100): the schedule runs again, compressed to those epochs, and the optimizer state "
+        "(momentum) starts afresh; 0 = none"))
     finetune_lr_factor: float = Field(1.0, gt=0, description=(
         "the fine-tune phase's lr relative to the recipe's (official: 1.0, the same --learning_rate)"))
 

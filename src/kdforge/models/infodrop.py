@@ -24,8 +24,8 @@ Deviations:
   deterministic, a teacher's outputs (KD targets, caches) are too, and the protocol's final model, evaluated
   after the fine-tune without InfoDrop, is evaluated the same way in both. With finetune_epochs 0 a model
   trained with drops is evaluated without them, which the official protocol never does.
-- the fine-tune phase is the tail of one run (one folder and checkpoint series; train.epochs counts both
-  phases), not a second invocation: its lr is the recipe's schedule compressed to the phase, which for a decay
+- the fine-tune phase is the tail of one run (one folder and checkpoint series, train.epochs + finetune_epochs
+  epochs), not a second invocation: its lr is the recipe's schedule compressed to the phase, which for a decay
   at a fixed share of the epochs (the official StepLR at int(0.8 * epochs)) is the official second run's.
 - scoring is not restricted to groups=1 convs (the distances sum over all input channels either way).
 """
@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.hooks import RemovableHandle
 
-from kdforge.config.schema import InfoDropConfig
+from kdforge.config.schema import InfoDropConfig, RecipeConfig
 from kdforge.engine.optim import lr_factor
 from kdforge.errors import ConfigError
 
@@ -147,28 +147,30 @@ def attach(model: nn.Module, cfg: InfoDropConfig) -> list[InfoDrop]:
 
 
 # ---- the fine-tune phase without InfoDrop ------------------------------------------------------------------
-def check_finetune(cfg: InfoDropConfig | None, epochs: int, key: str, epochs_key: str) -> None:
-    """ConfigError unless the fine-tune phase leaves at least one epoch with InfoDrop."""
-    if cfg is not None and cfg.finetune_epochs >= epochs:
-        raise ConfigError(f"{key}.finetune_epochs: {cfg.finetune_epochs} of the run's {epochs} epochs "
-                          f"({epochs_key}) leaves none with InfoDrop; set it below {epochs_key}")
+def finetune_recipe(recipe: RecipeConfig, cfg: InfoDropConfig | None) -> RecipeConfig:
+    """`recipe` with `cfg.finetune_epochs` more epochs: what the Trainer of a model with InfoDrop runs."""
+    if cfg is None or cfg.finetune_epochs == 0:
+        return recipe
+    train = recipe.train.model_copy(update={"epochs": recipe.train.epochs + cfg.finetune_epochs})
+    return recipe.model_copy(update={"train": train})
 
 
-def finetune_phase(model: nn.Module, trainer: Trainer, key: str, epochs_key: str) -> None:
+def finetune_phase(model: nn.Module, trainer: Trainer, key: str) -> None:
     """The official second run (bfshi/InfoDrop README: `finetune_wo_infodrop`, 20 epochs from the weights of
-    100) as the last `finetune_epochs` epochs of `trainer`'s run, when `model` has InfoDrop with them:
-    - InfoDrop is off from the phase's first step (S1 = first epochs x steps per epoch) on;
-    - each optimizer's schedule runs again, compressed to the phase: phase 1 follows the recipe's schedule over
-      its own epochs, and the phase's step s takes phase 1's factor at step s * S1 / S2, times
-      `finetune_lr_factor` (the official StepLR at 80 % of each run's epochs decays at 80 % of both);
+    100) as the last `finetune_epochs` epochs of `trainer`'s run (built with `finetune_recipe`), when `model` has
+    InfoDrop with them:
+    - InfoDrop is off from the phase's first step (S1 = train.epochs x steps per epoch) on;
+    - phase 1 follows the recipe's schedule over train.epochs as without the phase; the fine-tune runs it again,
+      compressed: its step s takes phase 1's factor at step s * S1 / S2, times `finetune_lr_factor` (the
+      official StepLR at int(0.8 * epochs) decays at 80 % of both runs; so does a multistep decay here);
     - the optimizer state (momentum, Adam's moments) is cleared before step S1, as a new optimizer starts.
     All three follow from the global step, which checkpoints hold, so a run resumes exactly across S1."""
     drops: list[InfoDrop] = getattr(model, "_infodrop", [])
     if not drops or drops[0].cfg.finetune_epochs == 0:
         return
     cfg, plan = drops[0].cfg, trainer.plan
-    check_finetune(cfg, plan.epochs, key, epochs_key)
     first = plan.epochs - cfg.finetune_epochs
+    assert first >= 1, "build the Trainer with finetune_recipe(recipe, model.infodrop)"
     s1, s2 = first * plan.steps_per_epoch, cfg.finetune_epochs * plan.steps_per_epoch
     for drop in drops:
         drop.active = partial(_before, trainer.ctx, s1)
