@@ -67,7 +67,8 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
         views = _attach_cache(source, cfg, bundle, runtime) if replay else None  # type: ignore[arg-type]
         extra = None if teacher is None else (teacher_logits or TeacherLogits(teacher_logits_dir())).metrics_fn(
             str(teacher_dir(cfg)), teacher, bundle, cfg.data.eval_batch_size, runtime.device)
-        trainer = Trainer(method, bundle, finetune_recipe(cfg.recipe, cfg.student.infodrop), run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
+        recipe = finetune_recipe(cfg.recipe, cfg.student.infodrop)  # + InfoDrop's fine-tune epochs, if any
+        trainer = Trainer(method, bundle, recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
                           cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}", runtime=runtime,
                           extra_metrics=extra, views=views)
         finetune_phase(student, trainer, "student.infodrop")
@@ -171,7 +172,8 @@ def teacher_dir(cfg: ExperimentConfig) -> Path:
         return Path(cfg.teacher.checkpoint)
     recipe = cfg.teacher.recipe.model_dump(mode="json")
     recipe["train"] = {k: v for k, v in recipe["train"].items() if k not in NO_EFFECT_ON_WEIGHTS}
-    data = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in ("eval_batch_size", "eval_corruptions")}
+    data = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in ("eval_batch_size",
+                                                                                   "eval_corruptions")}
     model = cfg.teacher.model.model_dump(mode="json")
     if model.get("infodrop") is None:  # absent, as before the option existed: earlier teachers keep their folders
         model.pop("infodrop", None)

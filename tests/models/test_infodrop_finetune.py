@@ -131,3 +131,19 @@ def test_corruptions_of_non_images_are_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"^data\.eval_corruptions: corruptions need image tensors"):
         api.run(_config(tmp_path / "r", data={"name": "mnist1d", "eval_corruptions": ["gaussian_blur"]},
                         student={"name": "mlp"}))
+
+
+def test_a_method_with_its_own_schedule_is_refused(tmp_path):
+    cfg = _config(tmp_path / "run")
+    bundle = build(cfg.data)
+    student = models.build(cfg.student, bundle.spec, "student")
+    method = methods.build(cfg.method, student, None, Setup.for_data(bundle.spec, bundle.train))
+    recipe = finetune_recipe(cfg.recipe, cfg.student.infodrop)
+    for scheduler in (None, "shorter"):
+        trainer = Trainer(method, bundle, recipe, cfg.run_dir, 64, label="t")
+        opt = trainer.optimizers["main"]
+        opt.scheduler = None if scheduler is None else method.optimization(student.parameters(), trainer.plan,
+                                                                             steps_per_epoch=3).scheduler
+        with pytest.raises(ConfigError, match=r"^student\.infodrop\.finetune_epochs: the method's optimizer 'main' "
+                                              r"does not follow the recipe's per-step schedule"):
+            finetune_phase(student, trainer, "student.infodrop")

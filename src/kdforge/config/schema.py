@@ -78,7 +78,7 @@ class DataConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="data-set specific options")
     eval_corruptions: list[CorruptionName] = Field(default_factory=list, description=(
         "also evaluate on corrupted copies of the test split (image tensors only), each at its fixed severity and "
-        "seed (kdforge.data.corruptions); adds top1@<name> to the test metrics"))
+        "seed (kdforge.data.corruptions); adds top1@<name> to summary.json's test metrics"))
 
 
 class InfoDropLayer(StrictModel):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge.data import Split, iter_eval
+from kdforge.data.corruptions import corrupt
 
 
 @torch.no_grad()
@@ -79,8 +80,6 @@ def corruption_metrics(model: nn.Module, split: Split, names: Sequence[str], bat
                        device: torch.device) -> dict[str, float]:
     """{"top1@<name>": accuracy on `split` under each corruption} (`kdforge.data.corruptions`, fixed severities
     and seed: every run is scored on the same corrupted images)."""
-    from kdforge.data.corruptions import corrupt
-
     if split.y is None:
         return {}
     return {f"top1@{name}": evaluate(model, replace(split, x=corrupt(split.x, name)), batch_size, device)["top1"]

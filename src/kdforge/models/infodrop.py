@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torch.utils.hooks import RemovableHandle
 
 from kdforge.config.schema import InfoDropConfig, RecipeConfig
@@ -46,7 +46,7 @@ from kdforge.engine.optim import lr_factor
 from kdforge.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kdforge.engine.contract import StepContext
+    from kdforge.engine.contract import Optimization, Plan, StepContext
     from kdforge.engine.trainer import Trainer
 
 
@@ -175,17 +175,23 @@ def finetune_phase(model: nn.Module, trainer: Trainer, key: str) -> None:
     for drop in drops:
         drop.active = partial(_before, trainer.ctx, s1)
     for name, opt in trainer.optimizers.items():
-        fns = getattr(opt.scheduler, "lr_lambdas", None)
-        if opt.scheduler is None or not fns or not all(_over_the_run(f, plan.epochs, plan.steps_per_epoch) for f in fns):
+        if not all(_over_the_run(f, plan) for f in getattr(opt.scheduler, "lr_lambdas", [None])):
             raise ConfigError(f"{key}.finetune_epochs: the method's optimizer {name!r} does not follow the recipe's "
                               "per-step schedule over the run, which the fine-tune phase restarts; set it to 0")
-        sched = opt.scheduler
-        sched.lr_lambdas = [partial(two_phase_factor, first=partial(f, epochs=first), first_steps=s1,  # type: ignore[attr-defined]
-                                    finetune_steps=s2, scale=cfg.finetune_lr_factor) for f in fns]
-        for group, base, f in zip(opt.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):  # type: ignore[attr-defined]
-            group["lr"] = base * f(sched.last_epoch)
-        sched._last_lr = [g["lr"] for g in opt.optimizer.param_groups]  # type: ignore[attr-defined]
-        opt.optimizer.register_step_pre_hook(partial(_fresh_state_at, sched, s1))
+        _restart(opt, first, s1, s2, cfg.finetune_lr_factor)
+
+
+def _restart(opt: Optimization, first_epochs: int, s1: int, s2: int, scale: float) -> None:
+    """`opt`'s schedule in two phases (`two_phase_factor`), its lr set for the current step, and its state
+    cleared before step `s1`."""
+    sched = opt.scheduler
+    assert isinstance(sched, LambdaLR)
+    sched.lr_lambdas = [partial(two_phase_factor, first=partial(f, epochs=first_epochs), first_steps=s1,
+                                finetune_steps=s2, scale=scale) for f in sched.lr_lambdas]
+    for group, base, f in zip(opt.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["lr"] = base * f(sched.last_epoch)
+    sched._last_lr = [g["lr"] for g in opt.optimizer.param_groups]  # what get_last_lr() reports
+    opt.optimizer.register_step_pre_hook(partial(_fresh_state_at, sched, s1))
 
 
 def two_phase_factor(step: int, first: Callable[[float], float], first_steps: int, finetune_steps: int,
@@ -197,10 +203,11 @@ def two_phase_factor(step: int, first: Callable[[float], float], first_steps: in
     return scale * first((step - first_steps) * first_steps / finetune_steps)
 
 
-def _over_the_run(fn: object, epochs: int, steps_per_epoch: int) -> bool:
+def _over_the_run(fn: object, plan: Plan) -> bool:
     """`fn` is the recipe's schedule (engine.optim.lr_factor) over the run's epochs, one step per batch."""
     kw = getattr(fn, "keywords", {})
-    return getattr(fn, "func", None) is lr_factor and kw.get("epochs") == epochs and kw.get("steps_per_epoch") == steps_per_epoch
+    return (getattr(fn, "func", None) is lr_factor and kw.get("epochs") == plan.epochs
+            and kw.get("steps_per_epoch") == plan.steps_per_epoch)
 
 
 def _before(ctx: StepContext, step: int) -> bool:
