@@ -216,6 +216,9 @@ def train_teacher(cfg: ExperimentConfig, bundle: DataBundle, path: Path) -> nn.M
     except TrainingDiverged as e:
         raise TrainingDiverged(f"training the teacher {cfg.teacher.model.name} from teacher.recipe: {e} "
                                "(the keys are under teacher.recipe)") from None
+    if bundle.test is not None:  # the teacher's own robustness, in its model.json
+        result.test.update(corruption_metrics(model, bundle.test, cfg.data.eval_corruptions, cfg.data.eval_batch_size,
+                                              runtime.device))
     if runtime.is_main:
         models.save_model(path, model, cfg.teacher.model, bundle.spec,
                           extra={"test": dict(result.test), "val": dict(result.val)})

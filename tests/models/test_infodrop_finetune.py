@@ -85,6 +85,8 @@ def test_a_teacher_trained_from_a_recipe_gets_the_phase(tmp_path):
                    "train": {"epochs": 2, "progress": False, "tensorboard": False, "log_every": 1}}})
     bundle = build(cfg.data)
     api.prepare_teacher(cfg, bundle)
+    saved = json.loads((api.teacher_dir(cfg) / "model.json").read_text())["extra"]["test"]
+    assert {"top1", "top1@gaussian_noise", "top1@patch_shuffle"} <= set(saved)  # the teacher's own robustness
     run = api.teacher_dir(cfg) / "run"
     lr = {k: r["lr"] for k, r in _steps(run).items()}
     s1 = 2 * (len(lr) // 3)
