@@ -23,12 +23,15 @@ from kdforge.config.schema import (
     TrainConfig,
 )
 from kdforge.data import DataBundle, DataSpec, Split
+from kdforge.data.corruptions import check_images
 from kdforge.data.root import cache_dir
 from kdforge.engine import FitResult, Runtime, Trainer, seed_everything
+from kdforge.engine.metrics import corruption_metrics
 from kdforge.engine.lock import RunLock
 from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 from kdforge.fileio import atomic_write_text
 from kdforge.methods import Setup
+from kdforge.models.infodrop import finetune_phase, finetune_recipe
 from kdforge.registry import TEACHERS
 from kdforge.teachers import CachedTeacher, LiveTeacher, TeacherCache
 from kdforge.teachers.cache import CacheRequest, open_or_build
@@ -51,6 +54,7 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
     runtime = Runtime.from_env(cfg.train.device)
     bundle = bundle or data_mod.build(cfg.data)
     methods.check_data(cfg.method, bundle)  # bad data for this method fails here, before a teacher is trained
+    check_images(cfg.data.eval_corruptions, bundle.spec)
     teacher = prepare_teacher(cfg, bundle) if _wants_teacher(cfg) else None
     seed_everything(cfg.seed)
     student = models.build(cfg.student, bundle.spec, "student")
@@ -63,14 +67,19 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
         views = _attach_cache(source, cfg, bundle, runtime) if replay else None  # type: ignore[arg-type]
         extra = None if teacher is None else (teacher_logits or TeacherLogits(teacher_logits_dir())).metrics_fn(
             str(teacher_dir(cfg)), teacher, bundle, cfg.data.eval_batch_size, runtime.device)
-        trainer = Trainer(method, bundle, cfg.recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
+        recipe = finetune_recipe(cfg.recipe, cfg.student.infodrop)  # + InfoDrop's fine-tune epochs, if any
+        trainer = Trainer(method, bundle, recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
                           cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}", runtime=runtime,
                           extra_metrics=extra, views=views)
+        finetune_phase(student, trainer, "student.infodrop")
         with RunLock(run_dir) if runtime.is_main else nullcontext():
             trainer.prepare(resume, overwrite)  # refuses a folder holding another run before anything is written
             if runtime.is_main:
                 _write_run_files(run_dir, cfg, bundle)
             result = trainer.fit()
+            if bundle.test is not None:  # robustness: top1@<corruption> beside the clean test metrics
+                result.test.update(corruption_metrics(method.eval_model(), bundle.test, cfg.data.eval_corruptions,
+                                                      cfg.data.eval_batch_size, runtime.device))
             summary = _summary(cfg, result, student, teacher, time.perf_counter() - t0)
             if runtime.is_main:
                 models.save_model(run_dir / "student", student, cfg.student, bundle.spec,
@@ -163,10 +172,13 @@ def teacher_dir(cfg: ExperimentConfig) -> Path:
         return Path(cfg.teacher.checkpoint)
     recipe = cfg.teacher.recipe.model_dump(mode="json")
     recipe["train"] = {k: v for k, v in recipe["train"].items() if k not in NO_EFFECT_ON_WEIGHTS}
-    data = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k != "eval_batch_size"}
+    data = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in ("eval_batch_size",
+                                                                                   "eval_corruptions")}
     model = cfg.teacher.model.model_dump(mode="json")
     if model.get("infodrop") is None:  # absent, as before the option existed: earlier teachers keep their folders
         model.pop("infodrop", None)
+    elif model["infodrop"]["finetune_epochs"] == 0:  # likewise for InfoDrop teachers without the fine-tune phase
+        model["infodrop"] = {k: v for k, v in model["infodrop"].items() if not k.startswith("finetune_")}
     key = json.dumps({"data": data, "model": model, "recipe": recipe},
                      sort_keys=True)
     return Path(cfg.teacher.store_dir) / f"{cfg.teacher.model.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
@@ -191,18 +203,22 @@ def prepare_teacher(cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
 
 def train_teacher(cfg: ExperimentConfig, bundle: DataBundle, path: Path) -> nn.Module:
     assert cfg.teacher is not None and cfg.teacher.recipe is not None
-    recipe = cfg.teacher.recipe
+    recipe = finetune_recipe(cfg.teacher.recipe, cfg.teacher.model.infodrop)
     seed_everything(recipe.seed)
     model = models.build(cfg.teacher.model, bundle.spec, "teacher.model")
     method = methods.build(MethodConfig(name="ce"), model, None, Setup.for_data(bundle.spec, bundle.train, recipe.train.label_smoothing))
     runtime = Runtime.from_env(recipe.train.device)
     trainer = Trainer(method, bundle, recipe, path / "run", cfg.data.batch_size, cfg.data.eval_batch_size,
                       cfg.data.augment, label=f"teacher {cfg.teacher.model.name}", runtime=runtime)
+    finetune_phase(model, trainer, "teacher.model.infodrop")
     try:
         result = trainer.fit(overwrite=True)
     except TrainingDiverged as e:
         raise TrainingDiverged(f"training the teacher {cfg.teacher.model.name} from teacher.recipe: {e} "
                                "(the keys are under teacher.recipe)") from None
+    if bundle.test is not None:  # the teacher's own robustness, in its model.json
+        result.test.update(corruption_metrics(model, bundle.test, cfg.data.eval_corruptions, cfg.data.eval_batch_size,
+                                              runtime.device))
     if runtime.is_main:
         models.save_model(path, model, cfg.teacher.model, bundle.spec,
                           extra={"test": dict(result.test), "val": dict(result.val)})

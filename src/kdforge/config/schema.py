@@ -59,6 +59,10 @@ class LabelBudget(StrictModel):
     seed: int = Field(0, description="seed of the labeled/unlabeled cut, fixed across training seeds")
 
 
+#: Test-set corruptions (`data.eval_corruptions`); kdforge.data.corruptions implements each, at a fixed severity.
+CorruptionName = Literal["gaussian_noise", "gaussian_blur", "patch_shuffle"]
+
+
 class DataConfig(StrictModel):
     section: ClassVar[str] = "data"
     name: str
@@ -72,6 +76,9 @@ class DataConfig(StrictModel):
     augment: AugmentConfig = AugmentConfig()
     label_budget: LabelBudget | None = Field(None, description="keep only some labels; the rest is unlabeled")
     params: dict[str, Any] = Field(default_factory=dict, description="data-set specific options")
+    eval_corruptions: list[CorruptionName] = Field(default_factory=list, description=(
+        "also evaluate on corrupted copies of the test split (image tensors only), each at its fixed severity and "
+        "seed (kdforge.data.corruptions); adds top1@<name> to summary.json's test metrics"))
 
 
 class InfoDropLayer(StrictModel):
@@ -93,6 +100,12 @@ class InfoDropConfig(StrictModel):
     bandwidth: float = Field(1.0, gt=0, description="Gaussian kernel bandwidth h of the patch-likelihood estimate")
     radius: int = Field(3, ge=1, description="neighbour offsets (i, j) are drawn from [-radius, radius]^2")
     samples: int = Field(9, ge=1, description="neighbour offsets drawn per forward pass")
+    finetune_epochs: int = Field(0, ge=0, description=(
+        "after the run's epochs, N more without InfoDrop, as the official second run does (finetune_wo_infodrop: "
+        "20 epochs after 100): the schedule runs again, compressed to those epochs, and the optimizer state "
+        "(momentum) starts afresh; 0 = none"))
+    finetune_lr_factor: float = Field(1.0, gt=0, description=(
+        "the fine-tune phase's lr relative to the recipe's (official: 1.0, the same --learning_rate)"))
 
 
 class ModelConfig(StrictModel):

@@ -1,13 +1,15 @@
 """Evaluation metrics of a classifier, and of a student against its teacher."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge.data import Split, iter_eval
+from kdforge.data.corruptions import corrupt
 
 
 @torch.no_grad()
@@ -72,3 +74,13 @@ def evaluate(
     if extra is not None:
         metrics.update(extra(logits))
     return metrics
+
+
+def corruption_metrics(model: nn.Module, split: Split, names: Sequence[str], batch_size: int,
+                       device: torch.device) -> dict[str, float]:
+    """{"top1@<name>": accuracy on `split` under each corruption} (`kdforge.data.corruptions`, fixed severities
+    and seed: every run is scored on the same corrupted images)."""
+    if split.y is None:
+        return {}
+    return {f"top1@{name}": evaluate(model, replace(split, x=corrupt(split.x, name)), batch_size, device)["top1"]
+            for name in names}
