@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kdforge.config.schema import ExperimentConfig
-from kdforge.config.options import describe_errors
+from kdforge.options import describe_errors
 from kdforge.errors import ConfigError
 
 

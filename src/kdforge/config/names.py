@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from kdforge.config.schema import ExperimentConfig
-from kdforge.config.options import validate_options
+from kdforge.options import validate_options
 
 
 def check_names(cfg: ExperimentConfig) -> None:

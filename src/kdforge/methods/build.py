@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from kdforge.config.options import validate_options
+from kdforge.options import validate_options
 from kdforge.data.types import DataBundle
 from kdforge.errors import ConfigError
 from kdforge.methods.base import Method, MethodParams, Setup

@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import nn
 
-from kdforge.config.options import signature_model, validate_options
+from kdforge.options import signature_model, validate_options
 from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.errors import ConfigError
