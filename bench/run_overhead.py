@@ -46,7 +46,7 @@ import kdforge.data as data
 import kdforge.engine.checkpoint as ckpt_mod
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.api import TeacherLogits
+from kdforge.api import TeacherLogits, teacher_agreement
 from kdforge.config.schema import (
     DataConfig, ExperimentConfig, MethodConfig, ModelConfig, OptimConfig, ScheduleConfig, TeacherConfig, TrainConfig,
 )
@@ -178,16 +178,16 @@ def components(args, bundle, teacher, teacher_path: Path, tmp: Path) -> dict[str
     res["test evaluation, student (10000 samples)"] = timeit(lambda: trainer._evaluate("test"), n)
     memo = TeacherLogits()
     kd_trainer = build_trainer("kd", tmp / "kd")
-    kd_trainer.extra_metrics = memo.metrics_fn("t", teacher, bundle, 1000, torch.device("cpu"))
+    kd_trainer.extra_metrics = teacher_agreement(memo, "t", teacher, bundle, 1000, torch.device("cpu"))
     kd_trainer._evaluate("val")  # fills the memo: what follows is the per-epoch cost with agreement/KL
     res["validation + agreement/KL, memo warm"] = timeit(lambda: kd_trainer._evaluate("val"), n)
     res["teacher val+test logits (once per run)"] = timeit(  # seconds each: 3 repeats are enough
         lambda: [predict(teacher, s, 1000, torch.device("cpu")) for s in (bundle.val, bundle.test)], 3, warmup=0)
 
     # checkpoint: the whole _save, and its parts through wrappers on the module's own names
-    parts: dict[str, list[float]] = {"safetensors save_file": [0.0], "sha256 (2 files)": [0.0],
+    parts: dict[str, list[float]] = {"weights: safetensors + sha256 (write_tensors)": [0.0], "sha256 (state.pt)": [0.0],
                                      "fsync (3 files)": [0.0], "latest.json (atomic write + fsync)": [0.0]}
-    originals = {k: getattr(ckpt_mod, k) for k in ("save_file", "sha256_of", "_fsync_dir_files", "atomic_write_text")}
+    originals = {k: getattr(ckpt_mod, k) for k in ("write_tensors", "sha256_of", "_fsync_dir_files", "atomic_write_text")}
 
     def wrap(name: str, key: str):
         def timed(*a, **kw):

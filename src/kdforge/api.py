@@ -26,7 +26,8 @@ from kdforge.data import DataBundle, DataSpec, Split
 from kdforge.data.corruptions import check_images
 from kdforge.data.root import cache_dir
 from kdforge.engine import FitResult, Runtime, Trainer, seed_everything
-from kdforge.engine.metrics import corruption_metrics
+from kdforge.engine.metrics import agreement_metrics, corruption_metrics
+from kdforge.engine.trainer import ExtraMetrics
 from kdforge.engine.lock import RunLock
 from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 from kdforge.fileio import atomic_write_text
@@ -65,8 +66,9 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
                                Setup.for_data(bundle.spec, bundle.train, cfg.train.label_smoothing))
         replay = isinstance(source, CachedTeacher) and methods.METHODS[cfg.method.name].needs_teacher
         views = _attach_cache(source, cfg, bundle, runtime) if replay else None  # type: ignore[arg-type]
-        extra = None if teacher is None else (teacher_logits or TeacherLogits(teacher_logits_dir())).metrics_fn(
-            str(teacher_dir(cfg)), teacher, bundle, cfg.data.eval_batch_size, runtime.device)
+        extra = None if teacher is None else teacher_agreement(teacher_logits or TeacherLogits(teacher_logits_dir()),
+                                                              str(teacher_dir(cfg)), teacher, bundle,
+                                                              cfg.data.eval_batch_size, runtime.device)
         recipe = finetune_recipe(cfg.recipe, cfg.student.infodrop)  # + InfoDrop's fine-tune epochs, if any
         trainer = Trainer(method, bundle, recipe, run_dir, cfg.data.batch_size, cfg.data.eval_batch_size,
                           cfg.data.augment, label=f"{cfg.method.name} seed {cfg.seed}", runtime=runtime,
@@ -89,6 +91,15 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
         if source is not None:
             source.release()
     return summary
+
+
+def teacher_agreement(store: TeacherLogits, key: str, teacher: nn.Module, bundle: DataBundle, batch_size: int,
+                      device: torch.device) -> ExtraMetrics:
+    """Agreement and KL with the teacher on a split, for the engine's `extra_metrics`; the teacher's logits come
+    from `store` (computed once per teacher `key` and split)."""
+    def extra(split: str, logits: Tensor) -> dict[str, float]:
+        return agreement_metrics(logits, store.get(key, teacher, bundle.split(split), batch_size, device))
+    return extra
 
 
 def cache_request(cfg: ExperimentConfig, bundle: DataBundle, features: Sequence[str] = ()) -> CacheRequest:
@@ -289,7 +300,7 @@ def distill(
             request = CacheRequest(source.cfg, augment or AugmentConfig(), ("train",), tuple(source.paths),
                                    batch_size, seed)
             views = open_or_build(source, bundle, request, runtime.is_main, runtime.barrier, progress=progress)
-        extra = (TeacherLogits().metrics_fn("teacher", teacher, bundle, eval_batch_size, runtime.device)
+        extra = (teacher_agreement(TeacherLogits(), "teacher", teacher, bundle, eval_batch_size, runtime.device)
                  if teacher is not None and teacher_metrics else None)
         return Trainer(built, bundle, recipe, run_dir or _new_run_dir(method), batch_size, eval_batch_size,
                        augment or AugmentConfig(), label=method, runtime=runtime,

@@ -28,7 +28,8 @@ from kdforge.config.schema import ExperimentConfig, MethodConfig
 from kdforge.data import DataBundle
 from kdforge.data.splits import take
 from kdforge.engine import resolve_device, seed_everything
-from kdforge.engine.metrics import classification_metrics, predict, reliability_bins
+from kdforge.data.loader import predict
+from kdforge.engine.metrics import classification_metrics, reliability_bins
 from kdforge.errors import ConfigError
 from kdforge.fileio import atomic_write_text
 from kdforge.losses import hard_cross_entropy, kd_loss

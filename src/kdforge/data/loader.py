@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from kdforge.config.schema import AugmentConfig
 from kdforge.data import augment as aug
@@ -131,6 +131,16 @@ class BatchIterator:
     @property
     def augment_on(self) -> bool:
         return self.augment != AugmentConfig()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> Tensor:
+    """Logits of `model` on a whole split, in order, on the CPU (the model's train/eval mode is kept)."""
+    was_training = model.training
+    model.eval()
+    out = [batch.to(device).forward(model).float().cpu() for batch in iter_eval(split, batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
 
 
 def iter_eval(split: Split, batch_size: int) -> Iterator[Batch]:

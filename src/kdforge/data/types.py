@@ -18,6 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from kdforge.fileio import tensor_digest
+
 Kind = Literal["tensor", "tokens", "graph"]
 KINDS: tuple[str, ...] = ("tensor", "tokens", "graph")
 PAD_ID = 0  # token id of padding in every tokens data set; models mask it
@@ -98,6 +100,12 @@ class Split:
         """The samples at `index`, copied into new contiguous tensors (the graph is shared, not copied)."""
         pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
         return replace(self, x=self.x.index_select(0, index), y=pick(self.y), hidden_y=pick(self.hidden_y))
+
+    def digest(self) -> str:
+        """sha256 of everything a model sees of the split: its inputs, and a graph's features and edges (a key
+        for what was computed from them: a teacher's logits, a teacher-output cache)."""
+        inputs = [self.x] if self.graph is None else [self.x, self.graph.x, self.graph.edge_index]
+        return tensor_digest(inputs)
 
     def unlabel(self) -> "Split":
         """The same samples with their labels moved to `hidden_y`: what training may not see."""

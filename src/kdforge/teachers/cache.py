@@ -25,32 +25,26 @@ import json
 import math
 import os
 import shutil
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.progress import Progress
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from kdforge.config.schema import AugmentConfig, TeacherCacheConfig, TeacherConfig
 from kdforge.data import BatchIterator, DataBundle
 from kdforge.data.types import Batch
 from kdforge.errors import CacheError, ConfigError
-from kdforge.fileio import atomic_write_text, sha256_of
+from kdforge.fileio import TensorFileError, atomic_write_text, read_tensors, tensor_digest, write_tensors
 from kdforge.registry import TEACHERS
 from kdforge.teachers.base import TeacherOutput
 from kdforge.teachers.live import LiveTeacher
-from kdforge.teachers.logits import split_digest, tensor_digest
 
 FORMAT = 1
-_DTYPES = {"F16": np.float16, "F32": np.float32, "I64": np.int64, "I32": np.int32, "I16": np.int16,
-           "BOOL": np.bool_, "U8": np.uint8}
 DROP_OFFSET = 1e4  # rest="drop": missing classes sit this far below the smallest kept logit (softmax gives 0)
 
 
@@ -76,7 +70,7 @@ def cache_key(teacher: nn.Module, bundle: DataBundle, req: CacheRequest) -> dict
     return {
         "format": FORMAT,
         "teacher_weights": tensor_digest(list(teacher.state_dict().values())),
-        "data": {name: split_digest(bundle.split(name)) for name in req.splits},
+        "data": {name: bundle.split(name).digest() for name in req.splits},
         "augment": req.augment.model_dump(mode="json"),
         "epochs": req.epochs(),
         "storage": {"kind": req.cfg.storage, "k": req.cfg.k if req.cfg.storage == "topk" else None,
@@ -215,9 +209,8 @@ class _EpochRows:
         for j, start in enumerate(range(0, self.n, shard_rows)):
             stop = min(start + shard_rows, self.n)
             file = folder / f"shard_{j:04d}.safetensors"
-            save_file({k: v[start:stop].contiguous() for k, v in self.tensors.items()}, str(file))
-            shards.append({"file": str(file.relative_to(root)), "rows": [start, stop], "sha256": sha256_of(file),
-                           "bytes": file.stat().st_size})
+            sums = write_tensors(file, {k: v[start:stop].contiguous() for k, v in self.tensors.items()})
+            shards.append({"file": str(file.relative_to(root)), "rows": [start, stop], **sums})
         return shards
 
 
@@ -253,33 +246,13 @@ class _Shard:
 
     def tensors(self) -> dict[str, Tensor]:
         if self._tensors is None:
-            if not self.path.is_file():
-                raise CacheError(f"teacher cache shard {self.path} is missing; rebuild the cache "
-                                 "(kdforge cache build CONFIG --rebuild)")
-            if sha256_of(self.path) != self.sha256:
-                raise CacheError(f"teacher cache shard {self.path} is damaged (its sha256 does not match the "
-                                 "manifest); rebuild the cache (kdforge cache build CONFIG --rebuild)")
-            self._tensors = _mmap_safetensors(self.path)
+            try:
+                self._tensors = read_tensors(self.path, self.sha256, mmap=True)
+            except TensorFileError as e:
+                what = {"missing": "is missing", "mismatch": "is damaged (its sha256 does not match the manifest)"}
+                raise CacheError(f"teacher cache shard {self.path} {what.get(e.problem, f'is unreadable ({e.detail})')}"
+                                 "; rebuild the cache (kdforge cache build CONFIG --rebuild)") from None
         return self._tensors
-
-
-def _mmap_safetensors(path: Path) -> dict[str, Tensor]:
-    """The tensors of a safetensors file as views of a copy-on-write memory map (nothing is read up front)."""
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if end == begin:
-            out[name] = torch.from_numpy(np.zeros(shape, dtype=_DTYPES[info["dtype"]]))
-            continue
-        arr = np.memmap(path, dtype=_DTYPES[info["dtype"]], mode="c", offset=8 + size + begin, shape=shape)
-        out[name] = torch.from_numpy(arr)
-    return out
 
 
 class TeacherCache:
