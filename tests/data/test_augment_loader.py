@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from kdforge.config.schema import AugmentConfig
 from kdforge.data import BatchIterator, iter_eval
 from kdforge.data.augment import augment, draw, flip, mixed_target, replay, replay_samples, shift
-from kdforge.data.loader import epoch_seed
+from kdforge.data.seeds import epoch_seed
 from kdforge.data.types import Split
 
 ALL_ON = AugmentConfig(crop_padding=3, flip=True, mixup_alpha=0.4, cutmix_alpha=1.0)

@@ -1,7 +1,6 @@
 """Batches from a split held in memory: one seeded generator per epoch, so any epoch can be replayed alone."""
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
@@ -10,13 +9,8 @@ from torch import Tensor, nn
 
 from kdforge.config.schema import AugmentConfig
 from kdforge.data import augment as aug
+from kdforge.data.seeds import epoch_seed
 from kdforge.data.types import Batch, Split
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 64-bit seed that depends on (seed, epoch) only; hashing keeps (s, e+1) and (s+1, e) unrelated."""
-    digest = hashlib.blake2b(f"kdforge.epoch:{seed}:{epoch}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
 
 
 @runtime_checkable

@@ -8,7 +8,6 @@ learned losses, pseudo-label sets) in `extra_state`, which checkpoints carry so 
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -19,6 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from kdforge.config.schema import AugmentConfig, RecipeConfig
 from kdforge.data import Batch, BatchIterator, DataBundle, ViewSource
+from kdforge.data.seeds import stream_seed
 from kdforge.engine.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class StepContext:
         if split not in self._loaders:
             part = self.data.split(split)
             self._loaders[split] = BatchIterator(part, self.batch_size, self.data.spec.num_classes, self.augment,
-                                                 seed=hash_seed(self.recipe.seed, split), name=split,
+                                                 seed=stream_seed(self.recipe.seed, split), name=split,
                                                  rank=self.runtime.rank, world_size=self.runtime.world_size,
                                                  views=self.views)
         return self._loaders[split]
@@ -155,11 +155,6 @@ class StepContext:
         """Extra scalars of the method, written beside the engine's step records (main process only)."""
         if self.logger is not None:
             self.logger.log("method", self.step, epoch=self.epoch, **values)
-
-
-def hash_seed(seed: int, name: str) -> int:
-    """A seed for a named stream derived from the run's seed (stable across processes and Python versions)."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=7).digest(), "little")
 
 
 @runtime_checkable

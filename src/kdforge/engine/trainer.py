@@ -22,7 +22,8 @@ from torch import Tensor
 from kdforge.config.schema import AugmentConfig, RecipeConfig
 from kdforge.data import BatchIterator, DataBundle, Split, ViewSource
 from kdforge.engine.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
-from kdforge.engine.contract import Plan, StepContext, TrainMethod, hash_seed
+from kdforge.data.seeds import hash_seed, stream_seed
+from kdforge.engine.contract import Plan, StepContext, TrainMethod
 from kdforge.engine.lock import RunLock
 from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.metrics import evaluate
@@ -96,7 +97,7 @@ class Trainer:
         self.extra_metrics = extra_metrics
         self.runtime = runtime or Runtime.from_env(self.cfg.device)
         rt = self.runtime
-        self.loader = BatchIterator(data.train, batch_size, data.spec.num_classes, augment, seed=recipe.seed,
+        self.loader = BatchIterator(data.train, batch_size, data.spec.num_classes, augment, seed=stream_seed(recipe.seed, "train"),
                                     rank=rt.rank, world_size=rt.world_size, views=views)
         if len(self.loader) == 0:
             raise ConfigError(f"data.batch_size={batch_size} leaves no batch of {len(data.train)} training samples")

@@ -10,7 +10,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from kdforge.data.types import Batch
-from kdforge.engine.contract import StepContext, hash_seed
+from kdforge.data.seeds import hash_seed
+from kdforge.engine.contract import StepContext
 from kdforge.errors import ConfigError, at_key
 from kdforge.losses import crd_nce_loss, crd_scores
 from kdforge.methods.base import LogitTermParams, Method, MethodParams, Setup

@@ -52,7 +52,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from kdforge.data.types import Batch, Graph, Split
-from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput, hash_seed
+from kdforge.data.seeds import hash_seed
+from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.errors import ConfigError
 from kdforge.losses import (
     average_views,

@@ -59,7 +59,8 @@ from torch import Tensor, nn
 
 from kdforge.config.schema import AugmentConfig
 from kdforge.data import Batch, BatchIterator, DataBundle, Split
-from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput, hash_seed
+from kdforge.data.seeds import hash_seed
+from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.errors import ConfigError
 from kdforge.losses.l2t_dln import dln_loss, logit_stats, loss_network, preprocess_gradients
 from kdforge.meta import unroll

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from kdforge.config.schema import AugmentConfig, TeacherCacheConfig, TeacherConfig
 from kdforge.data import BatchIterator, DataBundle
+from kdforge.data.seeds import stream_seed
 from kdforge.data.types import Batch
 from kdforge.errors import CacheError, ConfigError
 from kdforge.fileio import TensorFileError, atomic_write_text, read_tensors, tensor_digest, write_tensors
@@ -149,11 +150,9 @@ def _size(n: float) -> str:
 
 def _build_split(root: Path, name: str, teacher: LiveTeacher, bundle: DataBundle, req: CacheRequest,
                  bar: Progress) -> dict[str, Any]:
-    from kdforge.engine.contract import hash_seed  # the seed `StepContext.loader` gives non-train splits
-
-    split = bundle.split(name)
-    seed = req.seed if name == "train" else hash_seed(req.seed, name)
-    loader = BatchIterator(split, req.batch_size, bundle.spec.num_classes, req.augment, seed=seed, name=name)
+    split = bundle.split(name)  # its views drawn as the run's loader of this split will draw them
+    loader = BatchIterator(split, req.batch_size, bundle.spec.num_classes, req.augment,
+                           seed=stream_seed(req.seed, name), name=name)
     epochs = []
     task = bar.add_task(f"teacher cache: {name}", total=req.epochs() * len(loader))
     for e in range(req.epochs()):
