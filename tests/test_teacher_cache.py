@@ -69,7 +69,7 @@ def test_views_are_replayed_for_any_seed_and_batch(store: Path, tmp_path: Path) 
     mixed = 0
     for epoch in (1, 2):  # 2 cycles back to recorded epoch 0
         for batch in loader.epoch(epoch):
-            assert int(batch.params["view_epoch"]) == epoch % 2
+            assert batch.view_epoch == epoch % 2
             assert torch.equal(batch.x, replay_samples(bundle.train.x, batch.index, batch.params))
             recorded = cache.outputs("train", epoch % 2, batch.index, (), 10, "uniform").logits
             torch.testing.assert_close(teacher.outputs(batch).logits, recorded, atol=1e-4, rtol=1e-4)
@@ -81,7 +81,7 @@ def test_cycle_or_live_past_the_recorded_epochs(store: Path, tmp_path: Path) -> 
     cfg = _cfg(store, tmp_path, f"teacher.cache.path={tmp_path / 'cache'}", "teacher.cache.epochs=2")
     build_teacher_cache(cfg)
     cycling, live = TeacherCache(tmp_path / "cache"), TeacherCache(tmp_path / "cache", after="live")
-    assert cycling.covers("train", 5) and int(cycling.params("train", 5, torch.arange(3))["view_epoch"]) == 1
+    assert cycling.covers("train", 5) and cycling.view("train", 5, torch.arange(3))[0] == 1
     assert live.covers("train", 1) and not live.covers("train", 2) and not cycling.covers("unlabeled", 0)
     out = run(_cfg(store, tmp_path / "r", "teacher.source=cache", f"teacher.cache.path={tmp_path / 'cache'}",
                    "teacher.cache.epochs=2", "teacher.cache.after=live"))

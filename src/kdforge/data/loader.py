@@ -17,10 +17,12 @@ from kdforge.data.types import Batch, Split
 class ViewSource(Protocol):
     """Recorded views of a split (a teacher-output cache): for the epochs it `covers`, the loader takes each
     sample's augmentation from here instead of drawing it, so the student sees exactly the view the teacher's
-    recorded output was computed on. `params` returns per-sample params (see `augment`) plus "view_epoch"."""
+    recorded output was computed on. `view` returns the recorded epoch the views come from (it becomes
+    `Batch.view_epoch`, which tells the teacher source which recording to read) and per-sample params (see
+    `augment`)."""
 
     def covers(self, split: str, epoch: int) -> bool: ...
-    def params(self, split: str, epoch: int, index: Tensor) -> dict[str, Tensor]: ...
+    def view(self, split: str, epoch: int, index: Tensor) -> tuple[int, dict[str, Tensor]]: ...
 
 
 class BatchIterator:
@@ -95,7 +97,7 @@ class BatchIterator:
             rows = torch.tensor_split(torch.arange(len(index)), self.world_size)[self.rank]
             local = index.index_select(0, rows)
             if recorded:
-                yield self._view_batch(local, self.views.params(self.name, e, local))  # type: ignore[union-attr]
+                yield self._view_batch(local, *self.views.view(self.name, e, local))  # type: ignore[union-attr]
             elif drawing:
                 yield self._drawn_batch(index, rows, params)
             else:
@@ -112,15 +114,15 @@ class BatchIterator:
                                 target=None if target is None else target.index_select(0, rows),
                                 params=aug.rows_of(aug.per_sample(params, index), rows), split=self.name)
 
-    def _view_batch(self, index: Tensor, params: dict[str, Tensor]) -> Batch:
+    def _view_batch(self, index: Tensor, view_epoch: int, params: dict[str, Tensor]) -> Batch:
         """The batch of the samples at `index`, each in the view its per-sample `params` describe (recorded views:
-        any batch composition, partners anywhere in the split)."""
+        any batch composition, partners anywhere in the split), from the recording of epoch `view_epoch`."""
         if self.split.graph is not None or not self.split.x.is_floating_point():
-            return self.split.batch(index, params=params, split=self.name)
+            return self.split.batch(index, params=params, split=self.name, view_epoch=view_epoch)
         y = None if self.split.y is None else self.split.y.index_select(0, index)
         x = aug.replay_samples(self.split.x, index, params)
         target = aug.mixed_target_samples(self.split.y, y, params, self.num_classes)
-        return self.split.batch(index, x=x, target=target, params=params, split=self.name)
+        return self.split.batch(index, x=x, target=target, params=params, split=self.name, view_epoch=view_epoch)
 
     @property
     def augment_on(self) -> bool:

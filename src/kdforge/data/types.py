@@ -149,7 +149,8 @@ class Batch:
     batch's rows from the output. `y` holds the hard labels (None for unlabeled samples); `target` is the label
     distribution after mixup/cutmix (None when no mixing happened). `index` is each sample's position in its
     split, `split` names the split and `params` holds the augmentation parameters, so that a teacher-output
-    cache can replay exactly this view.
+    cache can replay exactly this view; `view_epoch` is set when the views were replayed from a recording (a
+    teacher-output cache): the recorded epoch whose teacher outputs belong to them.
     """
 
     x: Tensor
@@ -160,6 +161,7 @@ class Batch:
     extra: tuple[Tensor, ...] = ()
     select: Tensor | None = None
     split: str = "train"
+    view_epoch: int | None = None
 
     def __len__(self) -> int:
         return int(self.index.shape[0])

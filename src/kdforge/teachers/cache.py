@@ -285,8 +285,8 @@ class TeacherCache:
     def covers(self, split: str, epoch: int) -> bool:
         return split in self._shards and (epoch < self.epochs or self.after == "cycle")
 
-    def params(self, split: str, epoch: int, index: Tensor) -> dict[str, Tensor]:
-        """Per-sample view params of the rows at `index` in recorded epoch `epoch` (cycled), plus "view_epoch"."""
+    def view(self, split: str, epoch: int, index: Tensor) -> tuple[int, dict[str, Tensor]]:
+        """The recorded epoch that serves `epoch` (cycled) and the per-sample view params of the rows at `index`."""
         recorded = epoch % self.epochs
         rows = self._rows(split, recorded, index, prefix="view:")
         out = {k.removeprefix("view:"): v for k, v in rows.items()}
@@ -297,8 +297,7 @@ class TeacherCache:
             out = {k: v for k, v in out.items() if k in ("crop_shift", "flip")}  # nothing in this batch is mixed
         elif "mix_cut" in out and bool(out["mix_cut"].all()):
             out.pop("mix_cut")  # a whole batch of cutmix rows: the plain cutmix replay
-        out["view_epoch"] = torch.tensor(recorded)
-        return out
+        return recorded, out
 
     # -- outputs -------------------------------------------------------------------------------------------
     def outputs(self, split: str, epoch: int, index: Tensor, features: Sequence[str], classes: int,
@@ -407,10 +406,9 @@ class CachedTeacher(nn.Module):
 
     @torch.no_grad()
     def outputs(self, batch: Batch) -> TeacherOutput:
-        epoch = batch.params.get("view_epoch")
-        if self.cache is None or epoch is None:
+        if self.cache is None or batch.view_epoch is None:
             return self.live.outputs(batch)
-        out = self.cache.outputs(batch.split, int(epoch), batch.index, self.paths, self.classes or 0, self.cfg.rest)
+        out = self.cache.outputs(batch.split, batch.view_epoch, batch.index, self.paths, self.classes or 0, self.cfg.rest)
         device = batch.x.device
         return TeacherOutput(out.logits.to(device), {k: v.to(device) for k, v in out.features.items()})
 
