@@ -22,7 +22,7 @@ import torch
 from kdforge import data as data_mod
 from kdforge.api import prepare_teacher
 from kdforge.compare import compare
-from kdforge.config import load_config
+from kdforge.api import load_config
 from kdforge.config.schema import ExperimentConfig, MethodConfig, ModelConfig
 from kdforge.models import build as build_model
 from kdforge.report import markdown_table

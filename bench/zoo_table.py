@@ -29,7 +29,8 @@ import kdforge
 import kdforge.data as data_mod
 from kdforge.api import prepare_teacher, teacher_dir, teacher_logits_dir
 from kdforge.compare import compare, teacher_row
-from kdforge.config import ExperimentConfig, load_config
+from kdforge.api import load_config
+from kdforge.config import ExperimentConfig
 from kdforge.fileio import atomic_write_text
 from kdforge.report import aggregate, markdown_table, plot_comparison
 from kdforge.teachers.logits import TeacherLogits

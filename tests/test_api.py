@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 import kdforge
 from kdforge.api import as_split
 from kdforge.compare import compare
-from kdforge.config import parse_config
+from kdforge.api import parse_config
 from kdforge.data import build
 from kdforge.config.schema import DataConfig
 from kdforge.demo import preset

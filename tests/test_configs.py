@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from kdforge.api import run
-from kdforge.config import load_config
+from kdforge.api import load_config
 from support import SHARED
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))

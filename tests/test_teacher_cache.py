@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from kdforge.api import build_teacher_cache, prepare_teacher, run
 from kdforge.cli import main
-from kdforge.config import load_config
+from kdforge.api import load_config
 from kdforge.config.schema import AugmentConfig
 from kdforge.data import BatchIterator, build
 from kdforge.data.augment import replay_samples

@@ -170,7 +170,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
 
 def _analyze(args: argparse.Namespace) -> None:
     from kdforge.analysis import study
-    from kdforge.config import load_config
+    from kdforge.api import load_config
 
     if args.analysis == "linear":
         study.linear_study(args.out, args.lambdas, batches=args.batches)
@@ -194,7 +194,7 @@ def _report(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from kdforge.api import prepare_teacher, run, teacher_dir
-    from kdforge.config import load_config
+    from kdforge.api import load_config
     from kdforge.data import build
     from kdforge.engine import evaluate, resolve_device
 
@@ -214,7 +214,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _distill(args: argparse.Namespace) -> None:
     from kdforge.api import run
-    from kdforge.config import load_config
+    from kdforge.api import load_config
 
     _print_summary(run(load_config(args.config, args.overrides), resume=args.resume, overwrite=args.overwrite))
 
@@ -227,7 +227,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from kdforge.compare import compare
-    from kdforge.config import load_config
+    from kdforge.api import load_config
 
     cfg = load_config(args.config, args.overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -242,7 +242,7 @@ def _cache(args: argparse.Namespace) -> None:
 
     if args.cache_command == "build":
         from kdforge.api import build_teacher_cache
-        from kdforge.config import load_config
+        from kdforge.api import load_config
 
         cache = build_teacher_cache(load_config(args.config, args.overrides), rebuild=args.rebuild)
         print(describe(cache))

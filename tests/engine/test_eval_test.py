@@ -50,7 +50,7 @@ def test_eval_test_changes_no_number_and_records_test_where_val_is(bundle, tmp_p
 
 def test_eval_test_is_not_part_of_a_teachers_identity():
     from kdforge.api import teacher_dir
-    from kdforge.config import parse_config
+    from kdforge.api import parse_config
     from kdforge.demo import preset
 
     on = parse_config(preset(), ["teacher.recipe.train.eval_test=true"])

@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from kdforge.api import build_teacher_cache, prepare_teacher, run
-from kdforge.config import load_config
+from kdforge.api import load_config
 from kdforge.data import build
 from kdforge.engine.lock import process_state
 

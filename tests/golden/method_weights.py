@@ -117,7 +117,7 @@ def _file_digest(path: Path) -> str:
 
 def resolved_config(case: dict[str, Any]) -> dict[str, Any]:
     """The case's config with every default written out (output_dir and teacher.store_dir are set per run)."""
-    from kdforge.config import load_config
+    from kdforge.api import load_config
 
     parsed = load_config(REPO / "configs" / case["config"], [*case["overrides"], *COMMON])
     cfg = parsed.model_dump(mode="json")
@@ -153,7 +153,7 @@ def run_case(name: str, entry: dict[str, Any], work: Path, resume: bool = False,
 
 def _run(resolved: dict[str, Any], work: Path, resume: bool, changes: dict[str, Any]) -> dict[str, Any]:
     import kdforge
-    from kdforge.config import parse_config
+    from kdforge.api import parse_config
 
     data = copy.deepcopy(resolved)
     data["output_dir"] = str(work / "run")

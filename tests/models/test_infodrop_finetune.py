@@ -9,7 +9,7 @@ import torch
 
 import kdforge.models.infodrop as infodrop
 from kdforge import api, methods, models
-from kdforge.config import parse_config
+from kdforge.api import parse_config
 from kdforge.config.schema import ScheduleConfig
 from kdforge.data import build
 from kdforge.engine import Trainer

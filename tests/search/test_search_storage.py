@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from kdforge.api import run
 from kdforge.cli import main
-from kdforge.config import load_config
+from kdforge.api import load_config
 from kdforge.search.pgserver import local_postgres, unavailable
 from kdforge.search.runner import search
 from kdforge.search.space import load_search_config

@@ -153,7 +153,7 @@ def diagnose_run(config: str, overrides: Sequence[str] = (), steps: int = 300,
     """`diagnose` on a config's saved teacher (teacher.store_dir; trained first if missing), its validation split and
     its unlabeled split with the hidden labels; α and k from the config's `slam` params when it has them."""
     from kdforge import api, data
-    from kdforge.config import load_config
+    from kdforge.api import load_config
     from kdforge.data import iter_eval
     from kdforge.errors import ConfigError
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from kdforge.config import ExperimentConfig, load_config
+from kdforge.config import ExperimentConfig
 from kdforge.errors import ConfigError, KdforgeError
 from kdforge.plans.plan import Plan, config_path, load_plan, slug
 from kdforge.plans.records import (
@@ -37,7 +37,7 @@ def row_configs(plan: Plan, plan_file: Path, extra: Iterable[str] = (), sliver: 
                 teacher_store: str | None = None) -> dict[str, ExperimentConfig]:
     """Every row's config (plan overrides, then the row's, then `extra`, then the sliver's), validated before
     anything runs; rows distilling from another row's teacher load that teacher's folder."""
-    from kdforge.api import teacher_dir
+    from kdforge.api import load_config, teacher_dir
 
     tail = [*extra, *(plan.sliver if sliver else [])]
     cfgs = {}

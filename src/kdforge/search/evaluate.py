@@ -19,8 +19,7 @@ from torch import nn
 
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.api import run
-from kdforge.config import load_config
+from kdforge.api import load_config, run
 from kdforge.config.schema import ExperimentConfig, MethodConfig
 from kdforge.data import DataBundle
 from kdforge.engine import seed_everything

@@ -213,7 +213,7 @@ def make_evaluator(cfg: SearchConfig, experiment: Path, overrides: list[str]) ->
     """The proxy evaluator: data built and the teacher loaded (or trained, once) in this process."""
     import kdforge.data as data_mod
     from kdforge.api import prepare_teacher
-    from kdforge.config import load_config
+    from kdforge.api import load_config
     from kdforge.search.evaluate import Evaluator, proxy_bundle
 
     exp = load_config(experiment, overrides)
@@ -261,7 +261,7 @@ def write_best(study: optuna.Study, cfg: SearchConfig, experiment: Path) -> Path
     `kdforge distill`) in the search folder; None when no candidate was valid."""
     import yaml
 
-    from kdforge.config import load_config
+    from kdforge.api import load_config
     from kdforge.config.load import dump_config
 
     valid = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "program" in t.user_attrs]
