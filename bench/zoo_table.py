@@ -26,10 +26,8 @@ from pathlib import Path
 import yaml
 
 import kdforge
-import kdforge.data as data_mod
-from kdforge.api import prepare_teacher, teacher_dir, teacher_logits_dir
+from kdforge.api import build_data, load_config, prepare_teacher, teacher_dir, teacher_logits_dir
 from kdforge.compare import compare, teacher_row
-from kdforge.api import load_config
 from kdforge.config import ExperimentConfig
 from kdforge.fileio import atomic_write_text
 from kdforge.report import aggregate, markdown_table, plot_comparison
@@ -107,7 +105,7 @@ def run_parallel(cfgs: dict[str, ExperimentConfig], seeds: int, out: Path, jobs:
     """
     first = next(iter(cfgs.values()))
     if first.teacher is not None:
-        prepare_teacher(first, data_mod.build(first.data))
+        prepare_teacher(first, build_data(first.data))
     todo = [cfg.model_copy(update={"seed": s, "output_dir": str(run_dir(out, label, cfg, s)),
                                    "train": cfg.train.model_copy(update={"progress": False})}).model_dump_json()
             for s in range(seeds) for label, cfg in cfgs.items() if only is None or label in only]
@@ -125,7 +123,7 @@ def collect(cfgs: dict[str, ExperimentConfig], seeds: int, out: Path) -> list[di
     first = next(iter(cfgs.values()))
     rows = []
     if first.teacher is not None:
-        rows.append(teacher_row(first, data_mod.build(first.data), TeacherLogits(teacher_logits_dir())))
+        rows.append(teacher_row(first, build_data(first.data), TeacherLogits(teacher_logits_dir())))
     for label, cfg in cfgs.items():
         done = [run_dir(out, label, cfg, s) / "summary.json" for s in range(seeds)]
         summaries = [json.loads(p.read_text()) for p in done if p.exists()]

@@ -7,11 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdforge.api import build_teacher_cache, prepare_teacher, run
+from kdforge.api import build_data, build_teacher_cache, load_config, prepare_teacher, run, settings
 from kdforge.cli import main
-from kdforge.api import load_config
 from kdforge.config.schema import AugmentConfig
-from kdforge.data import BatchIterator, build
+from kdforge.data import BatchIterator
 from kdforge.data.augment import replay_samples
 from kdforge.errors import CacheError, ConfigError
 from kdforge.teachers import LiveTeacher, TeacherCache
@@ -63,9 +62,9 @@ def test_views_are_replayed_for_any_seed_and_batch(store: Path, tmp_path: Path) 
     cfg = _cfg(store, tmp_path, "teacher.cache.epochs=2", "teacher.cache.dtype=float32",
                "teacher.cache.shard_rows=500", f"teacher.cache.path={tmp_path / 'cache'}")  # 3 shards per epoch
     cache = build_teacher_cache(cfg)
-    bundle = build(cfg.data)
+    bundle = build_data(cfg.data)
     teacher = LiveTeacher(prepare_teacher(cfg, bundle))
-    loader = BatchIterator(bundle.train, 37, 10, cfg.data.augment, seed=11, views=cache)
+    loader = BatchIterator(bundle.train, 37, 10, settings.augment(cfg.data.augment), seed=11, views=cache)
     mixed = 0
     for epoch in (1, 2):  # 2 cycles back to recorded epoch 0
         for batch in loader.epoch(epoch):
@@ -135,10 +134,10 @@ def test_tapped_features_are_cached_and_their_size_is_bounded(store: Path, tmp_p
     cfg = _cfg(store, tmp_path, *fitnet)
     cache = build_teacher_cache(cfg)
     assert cache.features == ["features.7"]
-    bundle = build(cfg.data)
+    bundle = build_data(cfg.data)
     teacher = LiveTeacher(prepare_teacher(cfg, bundle))
     teacher.tap(["features.7"])
-    batch = next(BatchIterator(bundle.train, 64, 10, cfg.data.augment, seed=0, views=cache).epoch(0))
+    batch = next(BatchIterator(bundle.train, 64, 10, settings.augment(cfg.data.augment), seed=0, views=cache).epoch(0))
     recorded = cache.outputs("train", 0, batch.index, ["features.7"], 10, "uniform").features["features.7"]
     torch.testing.assert_close(teacher.outputs(batch).features["features.7"], recorded)
     with pytest.raises(ConfigError, match=r"teacher\.cache: the cache would take [\d.]+ MB \(1 tapped feature map\(s\) "
@@ -158,7 +157,7 @@ def test_distill_api_builds_and_replays_a_cache(store: Path, tmp_path: Path) -> 
     import kdforge
 
     cfg = _cfg(store, tmp_path)
-    bundle = build(cfg.data)
+    bundle = build_data(cfg.data)
     teacher = prepare_teacher(cfg, bundle)
     student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     options = kdforge.TeacherCacheConfig(path=str(tmp_path / "cache"), epochs=2)

@@ -5,8 +5,10 @@ import sys
 import pytest
 import yaml
 
+from kdforge.api import build_data
 from kdforge.cli import main
 from kdforge.demo import preset
+from kdforge.models import ModelSpec
 
 
 def _config(tmp_path, **changes):
@@ -45,12 +47,10 @@ def test_truncated_checkpoint_on_eval(tmp_path, capsys):
     import torch
 
     import kdforge.models as models
-    from kdforge.config.schema import ModelConfig
-    from kdforge.data import build
     from kdforge.config.schema import DataConfig
 
-    spec = build(DataConfig(name="digits")).spec
-    folder = models.save_model(tmp_path / "m", models.build(ModelConfig(name="mlp"), spec), ModelConfig(name="mlp"),
+    spec = build_data(DataConfig(name="digits")).spec
+    folder = models.save_model(tmp_path / "m", models.build(ModelSpec(name="mlp"), spec), ModelSpec(name="mlp"),
                                spec)
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])

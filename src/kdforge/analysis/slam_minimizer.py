@@ -158,7 +158,7 @@ def diagnose_run(config: str, overrides: Sequence[str] = (), steps: int = 300,
     from kdforge.errors import ConfigError
 
     cfg = load_config(config, list(overrides))
-    bundle = data.build(cfg.data)
+    bundle = api.build_data(cfg.data)
     if bundle.unlabeled is None or bundle.unlabeled.hidden_y is None or bundle.val is None or bundle.val.y is None:
         raise ConfigError("data: the diagnostic needs a label budget (data.label_budget) and data.val_fraction > 0")
     teacher = api.prepare_teacher(cfg, bundle).eval()

@@ -9,18 +9,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-import kdforge.methods as methods
-from kdforge.api.teachers import teacher_agreement
+from kdforge.api import settings
+from kdforge.api.assembly import assemble_distill, run_lock
 from kdforge.config.schema import (
-    AugmentConfig, MethodConfig, OptimConfig, RecipeConfig, ScheduleConfig, TeacherCacheConfig, TrainConfig,
+    AugmentConfig, OptimConfig, RecipeConfig, ScheduleConfig, TeacherCacheConfig, TrainConfig,
 )
-from kdforge.data import DataBundle, DataSpec, Split
-from kdforge.engine import FitResult, Runtime, Trainer
+from kdforge.data import Batches, DataBundle, DataSpec, Split
+from kdforge.engine import FitResult
 from kdforge.errors import ConfigError
-from kdforge.methods import Setup
-from kdforge.teachers import CachedTeacher, LiveTeacher
-from kdforge.teachers.cache import CacheRequest, open_or_build
-from kdforge.teachers.logits import TeacherLogits
 
 
 def distill(
@@ -72,27 +68,15 @@ def distill(
                         as_split(val) if val is not None else None, as_split(test) if test is not None else None)
     train_cfg = TrainConfig(epochs=epochs, progress=progress, eval_every=eval_every, checkpoint_every=checkpoint_every,
                             grad_clip=grad_clip, label_smoothing=label_smoothing, device=device, tensorboard=tensorboard)
-    recipe = RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(), train=train_cfg)
-    runtime = Runtime.from_env(device)
-    source: LiveTeacher | CachedTeacher | None = None
-    if teacher is not None:
-        source = LiveTeacher(teacher) if teacher_cache is None else CachedTeacher(LiveTeacher(teacher), teacher_cache)
-    try:
-        built = methods.build(MethodConfig(name=method, params=params or {}), student, source,
-                              Setup.for_data(bundle.spec, bundle.train, label_smoothing))
-        views = None
-        if isinstance(source, CachedTeacher):
-            request = CacheRequest(source.cfg, augment or AugmentConfig(), ("train",), tuple(source.paths),
-                                   batch_size, seed)
-            views = open_or_build(source, bundle, request, runtime.is_main, runtime.barrier, progress=progress)
-        extra = (teacher_agreement(TeacherLogits(), "teacher", teacher, bundle, eval_batch_size, runtime.device)
-                 if teacher is not None and teacher_metrics else None)
-        return Trainer(built, bundle, recipe, run_dir or _new_run_dir(method), batch_size, eval_batch_size,
-                       augment or AugmentConfig(), label=method, runtime=runtime,
-                       extra_metrics=extra, views=views).fit(resume=resume, overwrite=overwrite)
-    finally:
-        if source is not None:
-            source.release()
+    recipe = settings.recipe(RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(),
+                                          train=train_cfg))
+    with assemble_distill(student, teacher, bundle, method=method, params=params or {}, recipe=recipe,
+                          batches=Batches(bundle, batch_size, settings.augment(augment or AugmentConfig())),
+                          run_dir=Path(run_dir or _new_run_dir(method)), eval_batch_size=eval_batch_size,
+                          teacher_cache=None if teacher_cache is None else settings.cache(teacher_cache),
+                          teacher_metrics=teacher_metrics) as a:
+        with run_lock(a.run_dir, a.runtime):
+            return a.trainer().fit(resume=resume, overwrite=overwrite)
 
 
 def _new_run_dir(method: str) -> Path:

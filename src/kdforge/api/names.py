@@ -27,14 +27,15 @@ def check_names(cfg: ExperimentConfig) -> ExperimentConfig:
     import kdforge.methods as methods
     import kdforge.models as models
     import kdforge.teachers  # noqa: F401  (registers the teacher sources)
+    from kdforge.api import settings
     from kdforge.registry import TEACHERS
 
     source = data.DATASETS.lookup(cfg.data.name, "data.name")
     validate_options(source.params_model, cfg.data.params, "data.params", f"data set {cfg.data.name!r}")
-    models.check(cfg.student, "student")
+    models.check(settings.model(cfg.student), "student")
     if cfg.teacher is not None:
-        models.check(cfg.teacher.model, "teacher.model")
+        models.check(settings.model(cfg.teacher.model), "teacher.model")
         TEACHERS.lookup(cfg.teacher.source, "teacher.source")
-    methods.validate_params(cfg.method)
-    methods.check_teacher(cfg.method, cfg.teacher is not None)
+    methods.validate_params(settings.method(cfg.method))
+    methods.check_teacher(settings.method(cfg.method), cfg.teacher is not None)
     return cfg

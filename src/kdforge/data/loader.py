@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-from kdforge.config.schema import AugmentConfig
 from kdforge.data import augment as aug
-from kdforge.data.seeds import epoch_seed
-from kdforge.data.types import Batch, Split
+from kdforge.data.augment import AugmentSettings
+from kdforge.data.seeds import epoch_seed, stream_seed
+from kdforge.data.types import Batch, DataBundle, Split
 
 
 @runtime_checkable
@@ -44,7 +45,7 @@ class BatchIterator:
         split: Split,
         batch_size: int,
         num_classes: int,
-        augment: AugmentConfig,
+        augment: AugmentSettings,
         seed: int,
         shuffle: bool = True,
         drop_last: bool = False,
@@ -126,7 +127,26 @@ class BatchIterator:
 
     @property
     def augment_on(self) -> bool:
-        return self.augment != AugmentConfig()
+        return self.augment.on
+
+
+@dataclass(frozen=True, eq=False)
+class Batches:
+    """How one run draws batches from every split of its data: the batch size, the augmentation and, for the
+    epochs they cover, recorded views (a teacher-output cache's; the API wires them here). `loader(split, seed)`
+    seeds each split's stream from the run's seed by `stream_seed`, so the trainer, a method's other loaders
+    (`StepContext.loader`) and the cache that records the views they will replay all draw the same batches."""
+
+    data: DataBundle
+    size: int
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    views: ViewSource | None = None
+
+    def loader(self, split: str, seed: int, rank: int = 0, world_size: int = 1) -> BatchIterator:
+        """`split`'s batches in a run seeded `seed`, this process's share of each (`rank` of `world_size`)."""
+        return BatchIterator(self.data.split(split), self.size, self.data.spec.num_classes, self.augment,
+                             seed=stream_seed(seed, split), name=split, rank=rank, world_size=world_size,
+                             views=self.views)
 
 
 @torch.no_grad()

@@ -93,7 +93,7 @@ class DFA(Method):
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: DFAParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
-        if params.search and not isinstance(getattr(teacher, "model", None), nn.Module):
+        if params.search and (teacher is None or teacher.network is None):
             raise ConfigError("method dfa: the search runs the teacher's later layers on aggregated features; use "
                               "teacher.source=live, or give method.params.aggregation to skip the search")
         if params.search:  # copied before the student is tapped, so that the copy carries none of its hooks
@@ -244,7 +244,7 @@ class DFA(Method):
         learn = sum(hint_loss(r, t) for r, t in zip(reached, targets))
         express = torch.zeros(())
         for stage, target in zip(self.params.stages, targets):
-            model = self.teacher.model  # type: ignore[union-attr]  (a live teacher: checked when built)
+            model = self.teacher.network  # type: ignore[union-attr]  (a live teacher: checked when built)
             with replaced_output(model, stage.teacher_layers[-1], target):
                 express = express + F.cross_entropy(val.forward(model), val.y)  # type: ignore[arg-type]
         return learn, express  # type: ignore[return-value]

@@ -57,8 +57,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from kdforge.config.schema import AugmentConfig
-from kdforge.data import Batch, BatchIterator, DataBundle, Split
+from kdforge.data import AugmentSettings, Batch, BatchIterator, DataBundle, Split
 from kdforge.data.seeds import hash_seed
 from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.errors import ConfigError
@@ -168,7 +167,7 @@ class ResplitStream:
     batches, starting a new pass over the train part when it runs out and losing that slot, as main.py:189-192
     does. Every draw is a function of (seed, outer loop, pass), so the `Position` alone resumes it exactly."""
 
-    def __init__(self, pool: Split, n_train: int, sizes: tuple[int, int], num_classes: int, augment: AugmentConfig,
+    def __init__(self, pool: Split, n_train: int, sizes: tuple[int, int], num_classes: int, augment: AugmentSettings,
                  seed: int) -> None:
         self.pool, self.n_train, self.sizes = pool, n_train, sizes
         self.num_classes, self.augment, self.seed = num_classes, augment, seed

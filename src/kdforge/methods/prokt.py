@@ -56,8 +56,8 @@ class ProKT(Method):
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
-        model = getattr(teacher, "model", None)
-        if not isinstance(model, nn.Module):
+        model = None if teacher is None else teacher.network
+        if model is None:
             raise ConfigError("method prokt trains a copy of the teacher network; use teacher.source: live")
         guide = copy.deepcopy(model).train()
         for q in guide.parameters():

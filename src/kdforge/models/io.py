@@ -9,18 +9,17 @@ import torch
 from torch import nn
 
 from kdforge import __version__
-from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.errors import CheckpointError, ConfigError
 from kdforge.fileio import TensorFileError, atomic_write_text, read_tensors, write_tensors
-from kdforge.models.build import build
+from kdforge.models.build import ModelSpec, build
 
 WEIGHTS, META = "model.safetensors", "model.json"
 FORMAT, FORMAT_VERSION = "kdforge.model", 1
 
 
 def save_model(
-    path: str | Path, model: nn.Module, cfg: ModelConfig, spec: DataSpec, extra: dict[str, Any] | None = None
+    path: str | Path, model: nn.Module, cfg: ModelSpec, spec: DataSpec, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write `path/model.safetensors` and `path/model.json` (name, params, spec, sha256, version, `extra`), atomically.
 
@@ -38,7 +37,7 @@ def save_model(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kdforge_version": __version__,
-        "model": cfg.model_dump(mode="json"),
+        "model": cfg.to_json(),
         "spec": spec.to_json(),
         "weights": {"file": WEIGHTS, "bytes": sums["bytes"], "sha256": sums["sha256"]},
         "extra": extra or {},
@@ -47,7 +46,7 @@ def save_model(
     return folder
 
 
-def _checked_state(model: nn.Module, cfg: ModelConfig, spec: DataSpec) -> dict[str, torch.Tensor]:
+def _checked_state(model: nn.Module, cfg: ModelSpec, spec: DataSpec) -> dict[str, torch.Tensor]:
     """The state dict as separate contiguous CPU copies (no shared storage), checked to fit `build(cfg, spec)`."""
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     try:
@@ -62,7 +61,7 @@ def load_model(path: str | Path) -> nn.Module:
     return load_model_with_info(path)[0]
 
 
-def load_model_with_info(path: str | Path) -> tuple[nn.Module, ModelConfig, DataSpec, dict[str, Any]]:
+def load_model_with_info(path: str | Path) -> tuple[nn.Module, ModelSpec, DataSpec, dict[str, Any]]:
     """Like `load_model`, also returning the model config, the data spec and the saved `extra` metadata."""
     folder = Path(path)
     if not folder.is_dir():
@@ -80,7 +79,7 @@ def load_model_with_info(path: str | Path) -> tuple[nn.Module, ModelConfig, Data
     return model.eval(), cfg, spec, extra
 
 
-def _read_meta(meta_path: Path) -> tuple[ModelConfig, DataSpec, str, dict[str, Any]]:
+def _read_meta(meta_path: Path) -> tuple[ModelSpec, DataSpec, str, dict[str, Any]]:
     """The model config, data spec, weights sha256 and `extra` recorded in model.json."""
     try:
         meta = json.loads(meta_path.read_text())
@@ -94,7 +93,7 @@ def _read_meta(meta_path: Path) -> tuple[ModelConfig, DataSpec, str, dict[str, A
         found = meta.get("format_version")
         raise CheckpointError(f"{meta_path}: format_version {found!r}; this kdforge reads {FORMAT_VERSION}")
     try:
-        cfg = ModelConfig.model_validate(meta["model"])
+        cfg = ModelSpec.from_json(meta["model"])
         spec = DataSpec.from_json(meta["spec"])
         sha256 = str(meta["weights"]["sha256"])
         extra = dict(meta.get("extra") or {})

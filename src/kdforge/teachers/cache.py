@@ -35,9 +35,8 @@ import torch
 from rich.progress import Progress
 from torch import Tensor, nn
 
-from kdforge.config.schema import AugmentConfig, TeacherCacheConfig, TeacherConfig
-from kdforge.data import BatchIterator, DataBundle
-from kdforge.data.seeds import stream_seed
+from kdforge.data.augment import AugmentSettings
+from kdforge.data import Batches, DataBundle
 from kdforge.data.types import Batch
 from kdforge.errors import CacheError, ConfigError
 from kdforge.fileio import TensorFileError, atomic_write_text, read_tensors, tensor_digest, write_tensors
@@ -51,11 +50,31 @@ DROP_OFFSET = 1e4  # rest="drop": missing classes sit this far below the smalles
 
 # ---- what a cache is for ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class CacheSettings:
+    """How the cache is stored and used (the YAML's `teacher.cache`, whose schema documents and validates each
+    field; the defaults are its): where, how many views per sample, past them `cycle` or `live`, `full` or `topk`
+    logits (`rest` of the mass `uniform` or `drop`), the storage dtype, rows per shard, a size limit, and whether a
+    mismatched or missing cache is refused or (re)built."""
+
+    path: str | None = None
+    epochs: int = 1
+    after: str = "cycle"
+    storage: str = "full"
+    k: int = 5
+    rest: str = "uniform"
+    dtype: str = "float16"
+    shard_rows: int = 65536
+    max_gb: float = 8.0
+    on_mismatch: str = "refuse"
+    on_missing: str = "build"
+
+
+@dataclass(frozen=True)
 class CacheRequest:
     """Everything a cache's contents depend on, besides the teacher and the data it is built from."""
 
-    cfg: TeacherCacheConfig
-    augment: AugmentConfig
+    cfg: CacheSettings
+    augment: AugmentSettings
     splits: tuple[str, ...]
     features: tuple[str, ...] = ()
     batch_size: int = 128  # how views are drawn (mixing partners come from the same batch): recorded, not keyed
@@ -63,7 +82,7 @@ class CacheRequest:
 
     def epochs(self) -> int:
         """Views worth recording: without augmentation every epoch's view is the raw sample, so one."""
-        return self.cfg.epochs if self.augment != AugmentConfig() else 1
+        return self.cfg.epochs if self.augment.on else 1
 
 
 def cache_key(teacher: nn.Module, bundle: DataBundle, req: CacheRequest) -> dict[str, Any]:
@@ -72,7 +91,7 @@ def cache_key(teacher: nn.Module, bundle: DataBundle, req: CacheRequest) -> dict
         "format": FORMAT,
         "teacher_weights": tensor_digest(list(teacher.state_dict().values())),
         "data": {name: bundle.split(name).digest() for name in req.splits},
-        "augment": req.augment.model_dump(mode="json"),
+        "augment": req.augment.to_json(),
         "epochs": req.epochs(),
         "storage": {"kind": req.cfg.storage, "k": req.cfg.k if req.cfg.storage == "topk" else None,
                     "dtype": req.cfg.dtype},
@@ -150,9 +169,8 @@ def _size(n: float) -> str:
 
 def _build_split(root: Path, name: str, teacher: LiveTeacher, bundle: DataBundle, req: CacheRequest,
                  bar: Progress) -> dict[str, Any]:
-    split = bundle.split(name)  # its views drawn as the run's loader of this split will draw them
-    loader = BatchIterator(split, req.batch_size, bundle.spec.num_classes, req.augment,
-                           seed=stream_seed(req.seed, name), name=name)
+    split = bundle.split(name)
+    loader = Batches(bundle, req.batch_size, req.augment).loader(name, req.seed)  # the views the run will draw
     epochs = []
     task = bar.add_task(f"teacher cache: {name}", total=req.epochs() * len(loader))
     for e in range(req.epochs()):
@@ -213,7 +231,7 @@ class _EpochRows:
         return shards
 
 
-def _view_defaults(n: int, augment: AugmentConfig) -> dict[str, Tensor]:
+def _view_defaults(n: int, augment: AugmentSettings) -> dict[str, Tensor]:
     """Per-sample view params that mean "this sample as it is", for every param the settings can produce; a row
     of a batch the loader did not mix keeps them (partner = itself, ratio 1: replaying it changes nothing)."""
     out: dict[str, Tensor] = {}
@@ -374,7 +392,7 @@ class CachedTeacher(nn.Module):
     """Teacher outputs read from a `TeacherCache` on the views it recorded; the live teacher answers what the
     cache does not hold (the method's dry forward at set-up, epochs past the recorded ones with `after: live`)."""
 
-    def __init__(self, live: LiveTeacher, cfg: TeacherCacheConfig) -> None:
+    def __init__(self, live: LiveTeacher, cfg: CacheSettings) -> None:
         super().__init__()
         self.live = live
         self.cfg = cfg
@@ -383,8 +401,14 @@ class CachedTeacher(nn.Module):
         self.classes: int | None = None
 
     @classmethod
-    def from_model(cls, model: nn.Module, cfg: TeacherConfig) -> "CachedTeacher":
-        return cls(LiveTeacher(model), cfg.cache)
+    def from_model(cls, model: nn.Module, cache: CacheSettings | None = None) -> "CachedTeacher":
+        return cls(LiveTeacher(model), cache or CacheSettings())
+
+    @property
+    def network(self) -> None:
+        """None: outputs come from the recording, not from running the teacher (methods that run or copy the
+        teacher network, DFA's search and ProKT's guide, need a live source)."""
+        return None
 
     def release(self) -> nn.Module:
         return self.live.release()
@@ -425,7 +449,7 @@ def open_or_build(source: CachedTeacher, bundle: DataBundle, req: CacheRequest, 
     and attached to `source`, which reads from it from now on; only the main process builds, the others wait and
     then read it."""
     cfg = req.cfg
-    key = cache_key(source.live.model, bundle, req)
+    key = cache_key(source.live.network, bundle, req)
     path = Path(cfg.path) if cfg.path is not None else default_path(key)
     where = f"teacher.cache.path={path}" if cfg.path is not None else f"the teacher cache {path}"
     if is_main:
