@@ -10,7 +10,7 @@ from kdforge.config.schema import (
     ScheduleConfig, TeacherCacheConfig, TrainConfig,
 )
 from kdforge.data import AugmentSettings, DataSettings
-from kdforge.data.build import DEFAULT_VAL_FRACTION
+from kdforge.data.settings import DEFAULT_VAL_FRACTION
 from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe, ScheduleSettings
 from kdforge.errors import ConfigError
 from kdforge.models import InfoDropSettings
