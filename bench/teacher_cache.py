@@ -37,7 +37,7 @@ from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.methods import MethodSpec, Setup
 from kdforge.models import ModelSpec
 from kdforge.teachers import CachedTeacher, LiveTeacher
-from kdforge.teachers.cache import CacheRequest, CacheSettings, open_or_build
+from kdforge.teachers.cache import CacheRequest, CacheSettings, RecordedViews, open_or_build
 
 from _report import command, machine, peak_rss, plain_kd_loss, reset_peak_rss, today, write_section  # bench/_report.py
 
@@ -106,7 +106,8 @@ class Bench:
         if views is not None:
             source.attach(views, self.bundle.spec.num_classes)
         recipe = Recipe(optim=OptimSettings(lr=LR), train=LoopSettings(epochs=1, progress=False, tensorboard=False))
-        trainer = Trainer(method, Batches(self.bundle, BATCH, self.setup["augment"], views), recipe, run_dir)
+        trainer = Trainer(method, Batches(self.bundle, BATCH, self.setup["augment"],
+                                          None if views is None else RecordedViews(views)), recipe, run_dir)
         start = time.perf_counter()
         trainer.train_epoch(epoch, 0, None)
         elapsed = time.perf_counter() - start

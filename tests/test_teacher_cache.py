@@ -13,8 +13,9 @@ from kdforge.config.schema import AugmentConfig
 from kdforge.data import BatchIterator
 from kdforge.data.augment import replay_samples
 from kdforge.errors import CacheError, ConfigError
-from kdforge.teachers import LiveTeacher, TeacherCache
-from kdforge.teachers.cache import _spread
+from kdforge.teachers import LiveTeacher
+from kdforge.teachers.cache import RecordedViews, TeacherCache
+from kdforge.teachers.cache.store import _spread
 
 CONFIG = Path(__file__).parents[1] / "configs" / "digits_kd.yaml"
 # Every augmentation op on (digits are 8x8 images): crops, flips, and mixup and cutmix batches, some unmixed.
@@ -64,7 +65,7 @@ def test_views_are_replayed_for_any_seed_and_batch(store: Path, tmp_path: Path) 
     cache = build_teacher_cache(cfg)
     bundle = build_data(cfg.data)
     teacher = LiveTeacher(prepare_teacher(cfg, bundle))
-    loader = BatchIterator(bundle.train, 37, 10, settings.augment(cfg.data.augment), seed=11, views=cache)
+    loader = BatchIterator(bundle.train, 37, 10, settings.augment(cfg.data.augment), seed=11, views=RecordedViews(cache))
     mixed = 0
     for epoch in (1, 2):  # 2 cycles back to recorded epoch 0
         for batch in loader.epoch(epoch):
@@ -79,7 +80,7 @@ def test_views_are_replayed_for_any_seed_and_batch(store: Path, tmp_path: Path) 
 def test_cycle_or_live_past_the_recorded_epochs(store: Path, tmp_path: Path) -> None:
     cfg = _cfg(store, tmp_path, f"teacher.cache.path={tmp_path / 'cache'}", "teacher.cache.epochs=2")
     build_teacher_cache(cfg)
-    cycling, live = TeacherCache(tmp_path / "cache"), TeacherCache(tmp_path / "cache", after="live")
+    cycling, live = RecordedViews(TeacherCache(tmp_path / "cache")), RecordedViews(TeacherCache(tmp_path / "cache"), "live")
     assert cycling.covers("train", 5) and cycling.view("train", 5, torch.arange(3))[0] == 1
     assert live.covers("train", 1) and not live.covers("train", 2) and not cycling.covers("unlabeled", 0)
     out = run(_cfg(store, tmp_path / "r", "teacher.source=cache", f"teacher.cache.path={tmp_path / 'cache'}",
@@ -137,7 +138,7 @@ def test_tapped_features_are_cached_and_their_size_is_bounded(store: Path, tmp_p
     bundle = build_data(cfg.data)
     teacher = LiveTeacher(prepare_teacher(cfg, bundle))
     teacher.tap(["features.7"])
-    batch = next(BatchIterator(bundle.train, 64, 10, settings.augment(cfg.data.augment), seed=0, views=cache).epoch(0))
+    batch = next(BatchIterator(bundle.train, 64, 10, settings.augment(cfg.data.augment), seed=0, views=RecordedViews(cache)).epoch(0))
     recorded = cache.outputs("train", 0, batch.index, ["features.7"], 10, "uniform").features["features.7"]
     torch.testing.assert_close(teacher.outputs(batch).features["features.7"], recorded)
     with pytest.raises(ConfigError, match=r"teacher\.cache: the cache would take [\d.]+ MB \(1 tapped feature map\(s\) "

@@ -34,8 +34,10 @@ from kdforge.engine.trainer import EpochCallback, ExtraMetrics
 from kdforge.methods import Method, MethodSpec, Setup
 from kdforge.errors import CheckpointError, TrainingDiverged
 from kdforge.registry import TEACHERS
-from kdforge.teachers import CachedTeacher, TeacherCache, TeacherSource
-from kdforge.teachers.cache import CacheRequest, CacheSettings, open_or_build
+from kdforge.teachers import TeacherSource
+from kdforge.teachers.cache import (
+    CachedTeacher, CacheRequest, CacheSettings, RecordedViews, TeacherCache, open_or_build,
+)
 from kdforge.teachers.logits import TeacherLogits
 
 
@@ -153,7 +155,8 @@ def assemble(cfg: ExperimentConfig, *, bundle: DataBundle | None = None, teacher
                                                           cfg.data.eval_batch_size, runtime.device)
     finetune = cfg.student.infodrop.finetune_epochs if cfg.student.infodrop is not None else 0
     return Assembly(runtime=runtime, bundle=bundle, student=student, method=method, teacher=teacher, source=source,
-                    batches=Batches(bundle, cfg.data.batch_size, settings.augment(cfg.data.augment), cache),
+                    batches=Batches(bundle, cfg.data.batch_size, settings.augment(cfg.data.augment),
+                                    None if cache is None else RecordedViews(cache, cfg.teacher.cache.after)),
                     recipe=finetune_recipe(settings.recipe(cfg.recipe), finetune), run_dir=Path(cfg.run_dir),
                     label=f"{cfg.method.name} seed {cfg.seed}", eval_batch_size=cfg.data.eval_batch_size,
                     extra_metrics=extra, cache=cache)
@@ -252,6 +255,8 @@ def assemble_distill(student: nn.Module, teacher: nn.Module | None, bundle: Data
     extra = (teacher_agreement(TeacherLogits(), "teacher", teacher, bundle, eval_batch_size, runtime.device)
              if teacher is not None and teacher_metrics else None)
     return Assembly(runtime=runtime, bundle=bundle, student=student, method=built, teacher=teacher, source=source,
-                    batches=Batches(bundle, batches.size, batches.augment, cache), recipe=recipe, run_dir=run_dir,
+                    batches=Batches(bundle, batches.size, batches.augment,
+                                    None if cache is None else RecordedViews(cache, teacher_cache.after)),
+                    recipe=recipe, run_dir=run_dir,
                     label=method, eval_batch_size=eval_batch_size, extra_metrics=extra, cache=cache)
 

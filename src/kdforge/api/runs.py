@@ -20,8 +20,8 @@ from kdforge.engine import FitResult, evaluate, resolve_device
 from kdforge.engine.metrics import corruption_metrics
 from kdforge.errors import CacheError, ConfigError
 from kdforge.fileio import atomic_write_text
-from kdforge.teachers import TeacherCache
-from kdforge.teachers.cache import describe
+from kdforge.teachers.cache import TeacherCache
+from kdforge.teachers.cache.store import size_text
 from kdforge.teachers.logits import TeacherLogits
 
 
@@ -79,7 +79,7 @@ def cache_info(cache: TeacherCache | str | Path, verify: bool = False) -> str:
     """What a teacher cache holds (`kdforge cache info`); with `verify`, every shard's sha256 checked first (a
     CacheError names the damaged ones)."""
     cache = cache if isinstance(cache, TeacherCache) else TeacherCache(Path(cache))
-    text = describe(cache)
+    text = _describe(cache)
     if verify:
         bad = cache.verify()
         if bad:
@@ -87,6 +87,23 @@ def cache_info(cache: TeacherCache | str | Path, verify: bool = False) -> str:
                              "(kdforge cache build CONFIG --rebuild)")
         text += "\nevery shard matches its sha256"
     return text
+
+
+def _describe(cache: TeacherCache) -> str:
+    """A few lines on what a cache holds, for `kdforge cache info`."""
+    key, built = cache.key, cache.manifest.get("built", {})
+    storage = key["storage"]
+    kind = "all logits" if storage["kind"] == "full" else f"top-{storage['k']} logits + log-sum-exp"
+    splits = ", ".join(f"{name} ({info['rows']} samples)" for name, info in cache.manifest["splits"].items())
+    aug = {k: v for k, v in key["augment"].items() if v and k != "mix_prob"} or "none"
+    return "\n".join([
+        f"teacher cache {cache.path} (key {cache.manifest['key_hash']})",
+        f"  splits: {splits}; {key['epochs']} recorded epoch(s) of views; augmentation: {aug}",
+        f"  storage: {kind}, {storage['dtype']}; features: {', '.join(key['features']) or 'none'}",
+        f"  teacher weights sha256 {key['teacher_weights'][:16]}…; built {built.get('time', '?')} with seed "
+        f"{built.get('seed', '?')}, batch {built.get('batch_size', '?')}",
+        f"  size on disk: {size_text(cache.size_bytes())}",
+    ])
 
 
 def _write_run_files(run_dir: Path, cfg: ExperimentConfig, bundle: DataBundle) -> None:
