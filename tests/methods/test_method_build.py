@@ -6,9 +6,10 @@ import re
 import pytest
 import torch
 from torch import nn
+
 from kdforge.data.types import DataSpec, Split
 from kdforge.errors import ConfigError
-from kdforge.methods import MethodSpec, Setup, build, validate_params
+from kdforge.methods import Method, MethodParams, MethodSpec, Setup, build, validate_params
 from kdforge.registry import METHODS
 from kdforge.teachers.live import LiveTeacher
 
@@ -59,3 +60,32 @@ def test_teacher_methods_without_teacher(name: str) -> None:
     message = f"method '{name}' needs a teacher: add a teacher section (checkpoint or recipe)"
     with pytest.raises(ConfigError, match=re.escape(message)):
         build(MethodSpec(name=name), nn.Linear(3, 2), None, _setup())
+
+
+def test_a_method_declares_its_params_once_as_the_type_argument() -> None:
+    from typing import get_args
+
+    for name, cls in METHODS.items():  # each registered method's Params is its (nearest) type argument
+        args = [a for b in cls.__mro__ for base in b.__dict__.get("__orig_bases__", ()) for a in get_args(base)
+                if isinstance(a, type)]
+        assert args and cls.Params is args[0], name
+
+    class Own(MethodParams):
+        weight: float = 1.0
+
+    class Generic(Method[Own]):
+        needs_teacher = False
+
+    class Narrower(Own):
+        weight: float = 2.0
+
+    class Child(Generic):  # no argument: the parent's params
+        pass
+
+    assert Generic.Params is Own and Child.Params is Own and Method.Params is MethodParams
+    built = Generic(nn.Linear(3, 2), None, Own(), _setup())
+    assert built.params.weight == 1.0
+    class Sub(Method[Narrower]):
+        pass
+
+    assert Sub.Params is Narrower

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
@@ -21,6 +22,7 @@ from kdforge.data.loader import Batches, BatchIterator
 from kdforge.data.types import Batch, DataBundle
 from kdforge.engine.runtime import Runtime
 from kdforge.engine.settings import Recipe
+from kdforge.fileio import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from kdforge.engine.log import RunLogger
@@ -84,6 +86,7 @@ class StepContext:
     runtime: Runtime
     optimizers: dict[str, Optimization]
     logger: "RunLogger | None" = None
+    run_dir: Path | None = None  # where `save_artifact` writes (None: nowhere, e.g. a context built by hand)
     epoch: int = 0
     step: int = 0  # optimizer-independent global step: training batches completed before this one
     batch_index: int = 0  # position of the current batch in its epoch
@@ -164,6 +167,17 @@ class StepContext:
         """Extra scalars of the method, written beside the engine's step records (main process only)."""
         if self.logger is not None:
             self.logger.log("method", self.step, epoch=self.epoch, **values)
+
+    def save_artifact(self, name: str, data: str | bytes) -> Path | None:
+        """Write `data` as the file `name` in the run folder, atomically, on the main process only: what a method
+        produces besides its weights (DFA's derived aggregation). Returns the file, or None where nothing was
+        written (another process, or no run folder)."""
+        if self.run_dir is None or not self.runtime.is_main:
+            return None
+        path = self.run_dir / name
+        if isinstance(data, bytes):
+            return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        return atomic_write_text(path, data)
 
 
 @runtime_checkable

@@ -101,7 +101,8 @@ class Trainer:
         self.method.to(self.runtime.device)
         self.plan = Plan(recipe, self.cfg.epochs, len(self.loader))
         self.optimizers = method.configure_optimizers(self.plan)
-        self.ctx = StepContext(plan=self.plan, batches=batches, runtime=self.runtime, optimizers=self.optimizers)
+        self.ctx = StepContext(plan=self.plan, batches=batches, runtime=self.runtime, optimizers=self.optimizers,
+                               run_dir=self.run_dir)
         rt.broadcast_(self.method.trainable().state_dict().values())  # as DDP does: every process starts alike
         self._sync = SyncState(rt)
         if self.cfg.sync_batchnorm and rt.distributed:

@@ -14,7 +14,7 @@
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -83,11 +83,9 @@ class KDZeroParams(MethodParams):
 
 
 @METHODS.register("kdzero")
-class KDZero(Method):
+class KDZero(Method[KDZeroParams]):
     """{"ce": ce_weight * CE, "kdzero<i>": weight_i * D_i(T_i(K_s), T_i(K_t)) for each branch i}."""
 
-    Params: ClassVar[type[MethodParams]] = KDZeroParams
-    params: KDZeroParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: KDZeroParams,
                  setup: Setup) -> None:

@@ -64,7 +64,7 @@ from kdforge.errors import ConfigError
 from kdforge.losses.l2t_dln import dln_loss, logit_stats, loss_network, preprocess_gradients
 from kdforge.meta import unroll
 from kdforge.methods.base import Method, MethodParams, Setup
-from kdforge.methods.unlabeled import require_validation
+from kdforge.methods.checks import require_validation
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
 
@@ -214,13 +214,11 @@ class ResplitStream:
 
 
 @METHODS.register("l2t_dln")
-class L2TDLN(Method):
+class L2TDLN(Method[L2TDLNParams]):
     """Owns its step: K unrolled student steps on the learned loss, the LSTM teacher's update of the loss, a
     re-unroll; the student, the DLN, the LSTM, its memory and its Adam state are all checkpointed, and the
     official loop's data position is in `extra_state`."""
 
-    Params: ClassVar[type[MethodParams]] = L2TDLNParams
-    params: L2TDLNParams
     needs_teacher: ClassVar[bool] = False
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
