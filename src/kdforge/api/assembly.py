@@ -30,7 +30,7 @@ from kdforge.engine import Runtime, Trainer, seed_everything
 from kdforge.engine.lock import RunLock
 from kdforge.engine.metrics import corruption_metrics
 from kdforge.engine.settings import Recipe
-from kdforge.engine.trainer import EpochCallback, ExtraMetrics
+from kdforge.engine.result import EpochCallback, ExtraMetrics
 from kdforge.methods import Method, MethodSpec, Setup
 from kdforge.errors import CheckpointError, TrainingDiverged
 from kdforge.registry import TEACHERS

@@ -13,7 +13,7 @@ from kdforge.config.schema import ExperimentConfig
 from kdforge.data import DataBundle
 from kdforge.data.root import cache_dir
 from kdforge.engine.metrics import agreement_metrics
-from kdforge.engine.trainer import ExtraMetrics
+from kdforge.engine.result import ExtraMetrics
 from kdforge.teachers.logits import TeacherLogits
 
 

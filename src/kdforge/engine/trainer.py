@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,42 +24,12 @@ from kdforge.engine.checkpoint import checkpoint_name, latest_checkpoint, load_c
 from kdforge.engine.contract import Plan, StepContext, TrainMethod
 from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.metrics import evaluate
+from kdforge.engine.result import EpochCallback, ExtraMetrics, FitResult, Metrics
 from kdforge.engine.runtime import Runtime
 from kdforge.engine.seeding import rng_state, seed_everything, set_rng_state
 from kdforge.engine.settings import Recipe
-from kdforge.engine.settings import Recipe
 from kdforge.engine.syncbn import SyncState, enable_sync_batchnorm
 from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
-
-EpochCallback = Callable[[int, dict[str, Any]], None]
-#: (split name, the model's logits on it) -> extra metrics, e.g. agreement with a teacher's logits.
-ExtraMetrics = Callable[[str, Tensor], dict[str, float]]
-
-
-class Metrics(dict[str, float]):
-    """Metrics of one split; when the split was not given it is empty and its `note` (and any lookup) says so."""
-
-    def __init__(self, values: dict[str, float] | None = None, note: str = "") -> None:
-        super().__init__(values or {})
-        self.note = note
-
-    def __missing__(self, key: str) -> float:
-        raise KeyError(f"{key!r}: {self.note}" if self.note else key)
-
-    def __repr__(self) -> str:
-        return f"Metrics({self.note})" if self.note and not self else super().__repr__()
-
-
-@dataclass
-class FitResult:
-    val: Metrics
-    test: Metrics
-    epochs: int
-    steps: int
-    wall_time_s: float
-    resumed_from: int | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
 
 class Trainer:
     """Runs `recipe.train.epochs` epochs of `method.training_step` over the training split of `batches.data`.
