@@ -7,8 +7,8 @@ recorded views straight into the batches the loader draws. `run`, `distill`, `bu
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -136,20 +136,14 @@ def assemble(cfg: ExperimentConfig, *, bundle: DataBundle | None = None, teacher
         teacher = prepare_teacher(cfg, bundle)
     seed_everything(cfg.seed)
     student = build_model(cfg.student, bundle.spec, "student")
-    assert teacher is None or cfg.teacher is not None
-    source = None if teacher is None else TEACHERS["cache" if for_cache else cfg.teacher.source].from_model(
-        teacher, settings.cache(cfg.teacher.cache))  # type: ignore[union-attr]
-    try:
-        needs = methods.METHODS[cfg.method.name].needs_teacher
+    source = None if teacher is None else _source(cfg, teacher, for_cache)
+    with _released_on_error(source):
         method = build_method(cfg.method.name, cfg.method.params, student, source, bundle, cfg.train.label_smoothing)
+        needs = methods.METHODS[cfg.method.name].needs_teacher
         cache = None
         if isinstance(source, CachedTeacher) and (needs or for_cache):
             cache = _recorded_views(source, bundle, cache_request(cfg, bundle, source.paths), runtime,
                                     rebuild_cache, cfg.train.progress)
-    except BaseException:
-        if source is not None:
-            source.release()
-        raise
     extra = None if teacher is None else teacher_agreement(teacher_logits or TeacherLogits(teacher_logits_dir()),
                                                           str(teacher_dir(cfg)), teacher, bundle,
                                                           cfg.data.eval_batch_size, runtime.device)
@@ -160,6 +154,23 @@ def assemble(cfg: ExperimentConfig, *, bundle: DataBundle | None = None, teacher
                     recipe=finetune_recipe(settings.recipe(cfg.recipe), finetune), run_dir=Path(cfg.run_dir),
                     label=f"{cfg.method.name} seed {cfg.seed}", eval_batch_size=cfg.data.eval_batch_size,
                     extra_metrics=extra, cache=cache)
+
+
+def _source(cfg: ExperimentConfig, teacher: nn.Module, for_cache: bool) -> TeacherSource:
+    """The registered teacher source `teacher.source` names (the cache, to build one) around the teacher."""
+    assert cfg.teacher is not None
+    return TEACHERS["cache" if for_cache else cfg.teacher.source].from_model(teacher, settings.cache(cfg.teacher.cache))
+
+
+@contextmanager
+def _released_on_error(source: TeacherSource | None) -> Iterator[None]:
+    """Give the teacher model back as it was found when assembling fails after its source was built."""
+    try:
+        yield
+    except BaseException:
+        if source is not None:
+            source.release()
+        raise
 
 
 def cache_request(cfg: ExperimentConfig, bundle: DataBundle, features: Sequence[str] = ()) -> CacheRequest:
@@ -241,17 +252,13 @@ def assemble_distill(student: nn.Module, teacher: nn.Module | None, bundle: Data
     source: TeacherSource | None = None
     if teacher is not None:
         source = TEACHERS["live" if teacher_cache is None else "cache"].from_model(teacher, teacher_cache)
-    try:
+    with _released_on_error(source):
         built = build_method(method, params, student, source, bundle, recipe.train.label_smoothing)
         cache = None
         if isinstance(source, CachedTeacher):
             request = CacheRequest(source.cfg, batches.augment, ("train",), tuple(source.paths), batches.size,
                                    recipe.seed)
             cache = _recorded_views(source, bundle, request, runtime, progress=recipe.train.progress)
-    except BaseException:
-        if source is not None:
-            source.release()
-        raise
     extra = (teacher_agreement(TeacherLogits(), "teacher", teacher, bundle, eval_batch_size, runtime.device)
              if teacher is not None and teacher_metrics else None)
     return Assembly(runtime=runtime, bundle=bundle, student=student, method=built, teacher=teacher, source=source,
