@@ -24,8 +24,8 @@ AUG = ["data.augment.crop_padding=1", "data.augment.flip=true", "data.augment.mi
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("teachers")
+def store(teacher_store: Path) -> Path:
+    return teacher_store
 
 
 def _cfg(store: Path, tmp: Path, *extra: str):

@@ -5,8 +5,6 @@ import torch
 
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.api import build_data
-from kdforge.config.schema import DataConfig
 from kdforge.data import AugmentSettings, Batches
 from kdforge.engine import Trainer, seed_everything
 from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
@@ -17,8 +15,8 @@ AUG = AugmentSettings(mixup_alpha=0.4, flip=True)  # the loader draws random num
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return build_data(DataConfig(name="digits"))
+def bundle(digits):
+    return digits
 
 
 def _fit(bundle, run_dir, eval_test: bool):

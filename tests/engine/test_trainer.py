@@ -4,8 +4,6 @@ import torch
 
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.api import build_data
-from kdforge.config.schema import DataConfig
 from kdforge.data import AugmentSettings, Batches
 from kdforge.engine import Trainer, latest_checkpoint, load_checkpoint, seed_everything
 from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
@@ -19,8 +17,8 @@ AUG = AugmentSettings(mixup_alpha=0.4, flip=True)  # exercises the loader's RNG 
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return build_data(DataConfig(name="digits"))
+def bundle(digits):
+    return digits
 
 
 def _trainer(bundle, run_dir, epochs=4, lr=0.01, method="ce", teacher=None, callbacks=(), grad_clip=None):

@@ -10,8 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import kdforge.models as models
-from kdforge.api import build_data
-from kdforge.config.schema import DataConfig
 from kdforge.data import Batches
 from kdforge.engine import Trainer, latest_checkpoint, load_checkpoint, seed_everything
 from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
@@ -161,11 +159,6 @@ def test_negatives_other_class_without_replacement_and_uniform():
         ContrastMemory(D, N, K, 0.07, 0.5, seed=0, labels=None)
     # the same seed draws the same memory and negatives
     assert torch.equal(_memory().sample(index), _memory().sample(index))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build_data(DataConfig(name="digits"))
 
 
 def _crd(digits, **params):

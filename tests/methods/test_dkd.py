@@ -6,17 +6,10 @@ import torch
 import torch.nn.functional as F
 
 import kdforge.models as models
-from kdforge.api import build_data
-from kdforge.config.schema import DataConfig
 from kdforge.losses import dkd_loss, kd_loss
 from kdforge.methods import MethodSpec, Setup, build as build_method
 from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build_data(DataConfig(name="digits"))
 
 
 def _dkd(digits, **params):

@@ -6,8 +6,6 @@ import pytest
 import torch
 
 import kdforge.models as models
-from kdforge.api import build_data
-from kdforge.config.schema import DataConfig
 from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError
 from kdforge.losses import at_loss, nst_loss, pkt_loss, rkd_loss, sp_loss
@@ -27,11 +25,6 @@ CASES = {  # name: (layer params, the loss of one pair with default options, wei
     "pkt": (EMBEDDING, pkt_loss, "pkt_weight"),
     "rkd": (EMBEDDING, rkd_loss, "rkd_weight"),
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build_data(DataConfig(name="digits"))
 
 
 def _models(digits):

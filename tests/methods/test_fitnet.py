@@ -5,8 +5,6 @@ from torch import nn
 
 import kdforge
 import kdforge.models as models
-from kdforge.api import build_data
-from kdforge.config.schema import DataConfig
 from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError
 from kdforge.methods import MethodSpec, Setup, build as build_method
@@ -35,11 +33,6 @@ def test_vector_connector_and_impossible_shapes():
         connector((16, 4, 4), (64,))
     with pytest.raises(ValueError, match="no connector"):
         connector((16, 3, 3), (64, 5, 5))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build_data(DataConfig(name="digits"))
 
 
 def _fitnet(digits, **params):

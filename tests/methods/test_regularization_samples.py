@@ -8,8 +8,6 @@ import pytest
 import torch
 
 import kdforge.models as models
-from kdforge.api import build_data
-from kdforge.config.schema import DataConfig
 from kdforge.engine import Runtime
 from kdforge.losses import regularization_samples
 from kdforge.methods import MethodSpec, Setup, build as build_method
@@ -37,11 +35,6 @@ def test_criterion_matches_true_class_probabilities_at_temperature() -> None:
         ps = (s / temp).softmax(1).gather(1, y[:, None])[:, 0]
         pt = (t / temp).softmax(1).gather(1, y[:, None])[:, 0]
         assert torch.equal(regularization_samples(s, t, y, temp), ps > pt)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build_data(DataConfig(name="digits"))
 
 
 @pytest.mark.parametrize("name,params", [("kd", {"temperature": 4.0}), ("wsl", {"temperature": 2.0})])

@@ -4,19 +4,12 @@ import torch
 from torch import nn
 
 import kdforge.models as models
-from kdforge.api import build_data
-from kdforge.config.schema import DataConfig
 from kdforge.errors import ConfigError
 from kdforge.losses import vid_nll
 from kdforge.methods import MethodSpec, Setup, build as build_method
 from kdforge.methods.vid import VIDRegressor
 from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build_data(DataConfig(name="digits"))
 
 
 def _vid(digits, **params):
