@@ -42,6 +42,14 @@ def test_markdown_has_paired_intervals_and_per_seed_values(tmp_path: Path) -> No
     assert "commit abc123" in text and "1 thread(s)" in text
 
 
+def test_pairs_table_compares_any_two_rows(tmp_path: Path) -> None:
+    plan = load_plan(write_plan(tmp_path, pairs=[["kd", "bad"]]))
+    line = next(x for x in markdown(plan, records()).splitlines() if x.startswith("| kd − bad"))
+    assert "| 3 |" in line and "+5.67" in line  # (84 + 85 + 83 - 70 - 90 - 75) / 3 points
+    with pytest.raises(ConfigError, match="pairs: 'nope'"):
+        load_plan(write_plan(tmp_path, pairs=[["kd", "nope"]]))
+
+
 def test_plan_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="reference 'nope' is not a row label"):
         load_plan(write_plan(tmp_path, reference="nope"))

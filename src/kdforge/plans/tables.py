@@ -77,7 +77,25 @@ def markdown(plan: Plan, records: Sequence[Record]) -> str:
             cells += _paired_cells(row.label, plan.reference, ref, seeds, first)
         cells.append(" / ".join(_fmt(seeds[s], first) for s in sorted(seeds)))
         lines.append("| " + " | ".join(cells) + " |")
-    return _caption(plan, records) + "\n\n" + "\n".join(lines) + "\n"
+    return _caption(plan, records) + "\n\n" + "\n".join(lines) + "\n" + _pairs_table(plan, per_metric)
+
+
+def _pairs_table(plan: Plan, per_metric: dict[str, dict[str, dict[int, float]]]) -> str:
+    """The plan's further comparisons: a - b per metric on shared seeds, 95 % interval, wins/losses."""
+    if not plan.pairs:
+        return ""
+    head = ["comparison (same seed)", "n", *[f"Δ {_title(m)} [95 % CI]" for m in plan.metrics], "wins/losses"]
+    lines = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for a, b in plan.pairs:
+        cells, first = [f"{a} − {b}"], None
+        for m in plan.metrics:
+            p = paired(per_metric[m][b], per_metric[m][a])
+            first = first or p
+            cells.append("–" if p is None else _paired_cells(a, b, per_metric[m][b], per_metric[m][a], m)[0])
+        cells.insert(1, str(first.n) if first else "0")
+        cells.append(f"{first.wins}/{first.losses}" if first else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _paired_cells(label: str, reference: str, ref: dict[int, float], seeds: dict[int, float], metric: str) -> list[str]:
