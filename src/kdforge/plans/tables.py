@@ -142,9 +142,14 @@ def plan_path(key_or_plan: str | Path, results_dir: str | Path = "results") -> P
 MARKER = re.compile(r"<!-- table:(?P<key>[A-Za-z0-9_.-]+) -->\n.*?<!-- /table:(?P=key) -->", re.S)
 
 
+LEDGER = re.compile(r"<!-- ledger:claims -->\n.*?<!-- /ledger:claims -->", re.S)
+
+
 def sync_docs(paths: Sequence[Path], results_dir: str | Path = "results", check: bool = False) -> list[str]:
-    """Rewrite every `<!-- table:KEY -->` section of the given Markdown files from its records; with `check`,
-    write nothing and return the keys whose section differs from what the records give."""
+    """Rewrite every `<!-- table:KEY -->` section (and the `<!-- ledger:claims -->` one) of the given Markdown
+    files from the records; with `check`, write nothing and return the sections that differ from them."""
+    from kdforge.plans.claims import ledger
+
     stale: list[str] = []
     for path in paths:
         text = path.read_text()
@@ -153,9 +158,13 @@ def sync_docs(paths: Sequence[Path], results_dir: str | Path = "results", check:
             body = table_for(m["key"], results_dir)
             return f"<!-- table:{m['key']} -->\n{body}<!-- /table:{m['key']} -->"
 
-        new = MARKER.sub(fill, text)
+        def fill_ledger(_: re.Match[str]) -> str:
+            return f"<!-- ledger:claims -->\n{ledger(Path(results_dir))}<!-- /ledger:claims -->"
+
+        new = LEDGER.sub(fill_ledger, MARKER.sub(fill, text))
         if new != text:
             stale += [f"{path}:{m['key']}" for m in MARKER.finditer(text) if fill(m) != m.group(0)]
+            stale += [f"{path}:claims" for m in LEDGER.finditer(text) if fill_ledger(m) != m.group(0)]
             if not check:
                 atomic_write_text(path, new)
     return stale
