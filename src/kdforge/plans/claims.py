@@ -32,6 +32,8 @@ class Evidence(BaseModel):
     a: str = Field(description="row whose value the claim says is higher (expect: above) or lower (below)")
     b: str = Field(description="the row it is compared with, on the same seeds")
     metric: str = "top1"
+    metric_b: str | None = Field(None, description="b's metric when it differs from a's (e.g. the same row's "
+                                                   "round-0 accuracy against its final one)")
     expect: Literal["above", "below"] = "above"
 
 
@@ -56,12 +58,14 @@ def load_claims(path: Path) -> list[Claim]:
 
 def _compare(ev: Evidence, results: Path) -> tuple[Paired | None, str]:
     plan = load_plan(results / "plans" / f"{ev.plan}.yaml")
-    rows = by_row(plan, read_records(results / f"{ev.plan}.jsonl"), ev.metric)
-    p = paired(rows.get(ev.b, {}), rows.get(ev.a, {}))
+    records = read_records(results / f"{ev.plan}.jsonl")
+    a_rows, b_rows = by_row(plan, records, ev.metric), by_row(plan, records, ev.metric_b or ev.metric)
+    p = paired(b_rows.get(ev.b, {}), a_rows.get(ev.a, {}))
     if p is None:
         return None, f"`{ev.plan}`: {ev.a} vs {ev.b}: no records yet"
     scale = 100 if is_percent(ev.metric) else 1
-    text = (f"`{ev.plan}`: {ev.a} − {ev.b}, {ev.metric}: {p.mean * scale:+.2f} "
+    what = ev.metric if ev.metric_b is None else f"{ev.metric} − {ev.metric_b}"
+    text = (f"`{ev.plan}`: {ev.a} − {ev.b}, {what}: {p.mean * scale:+.2f} "
             f"[{p.low * scale:+.2f}, {p.high * scale:+.2f}], {p.wins}/{p.losses} of {p.n} seeds")
     return p, text
 
