@@ -46,7 +46,8 @@ def test_two_class_closed_forms() -> None:
     s = torch.tensor([[[0.0, math.log(3.0)]]], dtype=torch.float64)
     assert math.isclose(forward_kl_loss(s, t).item(), 0.5 * math.log(4 / 3), rel_tol=1e-12)
     assert math.isclose(reverse_kl_loss(s, t).item(), 0.25 * math.log(0.5) + 0.75 * math.log(1.5), rel_tol=1e-12)
-    jsd = 0.5 * (0.5 * math.log(4 / 3) + 0.5 * math.log(4 / 5)) + 0.5 * (0.25 * math.log(2 / 3) + 0.75 * math.log(6 / 5))
+    jsd = (0.5 * (0.5 * math.log(4 / 3) + 0.5 * math.log(4 / 5))
+           + 0.5 * (0.25 * math.log(2 / 3) + 0.75 * math.log(6 / 5)))
     assert math.isclose(generalized_jsd_loss(s, t, 0.5).item(), jsd, rel_tol=1e-12)
 
 

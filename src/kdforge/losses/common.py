@@ -9,7 +9,7 @@ The layout rule of every logit-level loss in kdforge.losses:
 - `mask=` (bool, the positions' shape, True = counted) leaves positions out: the result equals the loss on the kept
   positions alone; the dropped ones are never computed, so padding may hold anything (even NaN logits);
 - an all-False mask gives 0 for "mean" and "sum" (no tokens, nothing to learn: a zero with a zero gradient, as TRL's
-  GKD loss does), not NaN;
+  generalized_jsd_loss does at f2cd577), not NaN;
 - `reduction`: "mean" (default for losses), "sum", or "none" (per-position values in the positions' shape, 0 where
   the mask drops a position).
 For [B, C] without a mask every loss computes exactly what it computed before the rule existed (bit for bit).
