@@ -120,15 +120,15 @@ def decode(path: Path, size: tuple[int, int], resize: str, mode: str) -> np.ndar
 
 
 def fit(image: Image.Image, size: tuple[int, int], resize: str) -> Image.Image:
-    """Bilinear resize to `size` = (H, W): stretched, or the shorter side scaled to fit and the middle cropped with
-    torchvision's CenterCrop offsets (round((side - crop) / 2))."""
+    """Bilinear resize to `size` = (H, W): stretched, or scaled until both sides fit (the other side truncated to
+    an integer, as torchvision's Resize does) and the middle cropped at CenterCrop's offsets round((side - crop) / 2)."""
     height, width = size
     if image.size == (width, height):
         return image
     if resize == "stretch":
         return image.resize((width, height), Image.Resampling.BILINEAR)
     scale = max(height / image.height, width / image.width)
-    new_w, new_h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    new_w, new_h = max(width, int(image.width * scale)), max(height, int(image.height * scale))
     image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = round((new_w - width) / 2), round((new_h - height) / 2)
     return image.crop((left, top, left + width, top + height))
