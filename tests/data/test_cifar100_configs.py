@@ -7,11 +7,16 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 
 import cifar_files as cf
 from kdforge.api import run
 from kdforge.config import load_config
+from kdforge.config.schema import ModelConfig
 from kdforge.data.sources import cifar_python
+from kdforge.data.types import DataSpec
+from kdforge.models import build
+from kdforge.models.convert import convert_checkpoint
 from kdforge.registry import MODELS
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("cifar100_*.yaml"))
@@ -47,7 +52,7 @@ def test_config_is_repdistillers_recipe(path: Path) -> None:
         assert train.epochs == 240
 
 
-def _sliver(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _sliver(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> dict:
     members = cf.cifar100_members(train=24, test=8)
     archive = cf.write_tarball(tmp_path / "data", cifar_python.CIFAR100, members)
     pinned = dataclasses.replace(cifar_python.CIFAR100, archive_md5=hashlib.md5(archive.read_bytes()).hexdigest())
@@ -56,9 +61,10 @@ def _sliver(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     overrides = [f"data.root={tmp_path / 'data'}", "train.epochs=1", "train.progress=false", "data.batch_size=16",
                  "teacher.recipe.train.epochs=1", "teacher.recipe.train.progress=false",
                  f"teacher.store_dir={tmp_path / 'teachers'}", f"output_dir={tmp_path / 'run'}"]
-    summary = run(load_config(path, overrides))
+    summary = run(load_config(path, [*overrides, *extra]))
     assert 0.0 <= summary["test"]["top1"] <= 1.0
     assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+    return summary
 
 
 QUICK = "cifar100_kd_resnet56_resnet20"
@@ -67,6 +73,19 @@ QUICK = "cifar100_kd_resnet56_resnet20"
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.stem == QUICK], ids=lambda p: p.stem)
 def test_a_config_runs_on_a_fake_tarball(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _sliver(path, tmp_path, monkeypatch)
+
+
+def test_a_converted_repdistiller_teacher_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint saved as RepDistiller's train_teacher.py does, converted, then used as teacher.checkpoint: its
+    spec must equal the cifar100 source's, or the run refuses the teacher."""
+    teacher = build(ModelConfig(name="resnet56"), DataSpec("cifar100", (3, 32, 32), 100))
+    ckpt = tmp_path / "save" / "models" / "resnet56_vanilla" / "ckpt_epoch_240.pth"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"epoch": 240, "model": teacher.state_dict(), "accuracy": torch.tensor(72.34)}, ckpt)
+    folder = convert_checkpoint(ckpt, tmp_path / "converted")
+    path = next(p for p in CONFIGS if p.stem == QUICK)
+    _sliver(path, tmp_path, monkeypatch, f"teacher.checkpoint={folder}")
+    assert not (tmp_path / "teachers").exists()  # no teacher was trained
 
 
 @pytest.mark.slow
