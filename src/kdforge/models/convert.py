@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.errors import CheckpointError, ConfigError, KdforgeError
+from kdforge.fileio import sha256_of
 from kdforge.models.build import build
 from kdforge.models.io import META, save_model
 
@@ -76,7 +77,8 @@ def convert_checkpoint(path: str | Path, out: str | Path, model: str | None = No
     """
     path, out = Path(path), Path(out)
     if (out / META).exists() and not overwrite:
-        raise CheckpointError(f"{out} already holds a saved model; choose another folder or pass overwrite")
+        raise CheckpointError(f"{out} already holds a saved model; choose another folder or pass overwrite "
+                              "(--overwrite)")
     name = kdforge_name(model if model is not None else name_from_path(path))
     state, info = _state_and_info(load_checkpoint(path), path)
     classifier = _classifier_key(name)
@@ -87,7 +89,8 @@ def convert_checkpoint(path: str | Path, out: str | Path, model: str | None = No
     module = build(cfg, spec)
     state, filled = map_state(state, module.state_dict(), name, path)
     module.load_state_dict(state, strict=True)
-    extra = {"converted_from": {"file": str(path), "model": name, **info, "num_batches_tracked_filled": filled}}
+    extra = {"converted_from": {"file": str(path), "sha256": sha256_of(path), "model": name, **info,
+                                "num_batches_tracked_filled": filled}}
     return save_model(out, module, cfg, spec, extra=extra)
 
 
