@@ -34,7 +34,7 @@ def value(record: Record, metric: str) -> float | None:
 def _title(metric: str) -> str:
     name = metric.rsplit(".", 1)[-1]
     shown = _TITLES.get(name, name)
-    prefix = "" if "." not in metric or metric.startswith("test.") else metric.split(".")[0] + " "
+    prefix = "" if "." not in metric or metric.split(".")[0] in ("test", "method") else metric.split(".")[0] + " "
     return f"{prefix}{shown}{' %' if is_percent(metric) else ''}"
 
 
