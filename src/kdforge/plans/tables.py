@@ -84,11 +84,12 @@ def _pairs_table(plan: Plan, per_metric: dict[str, dict[str, dict[int, float]]])
     """The plan's further comparisons: a - b per metric on shared seeds, 95 % interval, wins/losses."""
     if not plan.pairs:
         return ""
-    head = ["comparison (same seed)", "n", *[f"Δ {_title(m)} [95 % CI]" for m in plan.metrics], "wins/losses"]
+    shown = [m for m in plan.metrics if not m.startswith("method.")] or plan.metrics[:1]  # outcomes, not diagnostics
+    head = ["comparison (same seed)", "n", *[f"Δ {_title(m)} [95 % CI]" for m in shown], "wins/losses"]
     lines = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a, b in plan.pairs:
         cells, first = [f"{a} − {b}"], None
-        for m in plan.metrics:
+        for m in shown:
             p = paired(per_metric[m][b], per_metric[m][a])
             first = first or p
             cells.append("–" if p is None else _paired_cells(a, b, per_metric[m][b], per_metric[m][a], m)[0])
@@ -115,8 +116,9 @@ def _caption(plan: Plan, records: Sequence[Record]) -> str:
     threads = sorted({str(r.get("env", {}).get("threads", "?")) for r in records})
     torch_v = sorted({r.get("env", {}).get("torch", "?") for r in records})
     seeds = ", ".join(map(str, plan.seeds))
-    ref = (f" Δ: paired difference to `{plan.reference}` on the same seed, mean and 95 % Student-t interval; ▲/▼ "
-           "where the interval excludes zero, otherwise a tie at this budget." if plan.reference else "")
+    ref = (f" Δ: paired difference to `{plan.reference}` on the same seed, mean and 95 % Student-t interval; ▲ / ▼ "
+           "where the whole interval lies above / below zero (higher / lower: for NLL and ECE lower is better), "
+           "otherwise a tie at this budget." if plan.reference else "")
     return (f"**{plan.title}.** {plan.about.strip()} Seeds {seeds}; cells are mean ± sample std over seeds.{ref} "
             f"Generated from `results/{plan.key}.jsonl` (commit {', '.join(commits) or '–'}, torch "
             f"{', '.join(torch_v) or '–'}, {', '.join(threads) or '–'} thread(s) per run) by "
