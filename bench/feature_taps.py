@@ -21,7 +21,8 @@ import torch.nn.functional as F
 import kdforge.data as data
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.api import build_data, build_model, settings
+from kdforge.api import build_data, build_model, load_config, settings
+from kdforge.config import ExperimentConfig
 from kdforge.config.schema import DataConfig
 from kdforge.data import Batches
 from kdforge.engine import Trainer, seed_everything
@@ -32,12 +33,20 @@ from kdforge.models.taps import Taps
 from kdforge.teachers import LiveTeacher
 
 from _report import command, machine, today, write_section  # bench/_report.py
-from zoo_table import example_config
 
 TAP_SETS = {0: [], 1: ["layer2"], 3: ["layer1", "layer2", "layer3"],
             6: ["layer1", "layer2", "layer3", "layer1.0", "layer2.0", "fc:input"]}
 METHODS = ["ce", "kd", "wsl", "dkd", "fitnet", "at", "sp", "nst", "pkt", "rkd", "vid", "crd", "reviewkd"]
 
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def example_config(data: str, method: str, overrides: list[str] = ()) -> ExperimentConfig:
+    """`configs/<data>_<method>.yaml`; ce and kd live in the KD config (ce without KD's params)."""
+    own = CONFIGS / f"{data}_{method}.yaml"
+    extra = ["method.params={}"] if method == "ce" else []
+    return load_config(own if own.exists() else CONFIGS / f"{data}_kd.yaml", [f"method.name={method}", *extra, *overrides])
 
 def taps_table(steps: int, repeats: int) -> str:
     bundle = build_data(DataConfig(name="cifar10", train_subset=64 * steps))

@@ -49,7 +49,7 @@ def test_wrong_type_and_bound():
 @pytest.mark.parametrize("override,pattern", [
     ("method.name=kdd", r"method\.name: unknown method 'kdd' \(did you mean 'kd'\?\); allowed: .*wsl"),
     ("student.name=resnet9", r"student\.name: unknown model 'resnet9'.*allowed: .*resnet8"),
-    ("data.name=cifar100", r"data\.name: unknown dataset 'cifar100'.*allowed: .*cifar10"),
+    ("data.name=imagenet", r"data\.name: unknown dataset 'imagenet'.*allowed: .*cifar10"),
     ("method.params.temprature=3", r"method\.params\.temprature"),
     ("student.params.widht=3", r"student\.params\.widht"),
 ])

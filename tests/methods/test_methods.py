@@ -85,6 +85,22 @@ def test_wsl_terms_are_weighted_losses(mixed: bool) -> None:
     assert torch.allclose(losses["wsl"], 1.5 * wsl_loss(logits, t, batch.labels, 3.0))
 
 
+def test_wsl_uniform_weighting_is_kd_at_wsls_recipe() -> None:
+    """The control: every weight 1 gives KD's gradient at T with weight alpha (its value is larger by
+    alpha T^2 H(p_t), the soft CE's entropy term), and differs from WSL's own term."""
+    distiller, student, teacher = _make("wsl", temperature=3.0, alpha=1.5, ce_weight=0.5, weighting="uniform")
+    batch = _batch()
+    logits, losses = distiller.loss_terms(batch, None)
+    t = teacher(batch.x)
+    p_t = F.softmax(t / 3.0, dim=1)
+    entropy = -(p_t * p_t.log()).sum(dim=1).mean()
+    assert torch.allclose(losses["wsl"], 1.5 * (kd_loss(logits, t, 3.0) + 9.0 * entropy), atol=1e-6)
+    grad_uniform, = torch.autograd.grad(losses["wsl"], logits)
+    grad_kd, = torch.autograd.grad(1.5 * kd_loss(logits, t, 3.0), logits)
+    assert torch.allclose(grad_uniform, grad_kd, atol=1e-7)
+    assert not torch.allclose(losses["wsl"], 1.5 * wsl_loss(logits, t, batch.labels, 3.0))
+
+
 def test_wsl_defaults_are_the_official_ones() -> None:
     p = METHODS["wsl"].Params()
     assert (p.temperature, p.alpha, p.ce_weight) == (2.0, 2.5, 1.0)

@@ -38,3 +38,12 @@ def test_record_files_belong_to_plans() -> None:
 def test_docs_sections_equal_their_records(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     assert sync_docs(DOCS, REPO / "results", check=True) == [], "run: kdforge results docs"
+
+
+def test_claims_name_existing_plans_and_rows() -> None:
+    from kdforge.plans.claims import load_claims
+
+    for claim in load_claims(REPO / "results" / "claims.yaml"):
+        for ev in claim.evidence:
+            labels = {r.label for r in load_plan(REPO / "results" / "plans" / f"{ev.plan}.yaml").rows}
+            assert {ev.a, ev.b} <= labels, f"{claim.claim}: {ev.a!r} or {ev.b!r} is not a row of {ev.plan}"

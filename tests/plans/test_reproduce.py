@@ -41,3 +41,27 @@ def test_bad_plan_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere.yaml" in err[0] and "was not found" in err[0]
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_one_teacher_per_recipe_trains_to_the_same_weights(tmp_path: Path) -> None:
+    """Teachers are stored by the fingerprint of their recipe and data; training one twice (two stores, same
+    thread count) gives the same folder name and the same weights."""
+    import torch
+
+    from kdforge.api import build_data, load_config, prepare_teacher, teacher_dir
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folders = []
+        for store in ("s1", "s2"):
+            cfg = load_config(REPO / "configs" / "digits_kd.yaml",
+                              ["teacher.recipe.train.epochs=2", f"teacher.store_dir={tmp_path / store}"])
+            prepare_teacher(cfg, build_data(cfg.data))
+            folders.append(teacher_dir(cfg))
+    finally:
+        torch.set_num_threads(threads)
+    assert folders[0].name == folders[1].name
+    sha = [json.loads((f / "model.json").read_text())["weights"]["sha256"] for f in folders]
+    assert sha[0] == sha[1]

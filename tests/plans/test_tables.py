@@ -42,6 +42,14 @@ def test_markdown_has_paired_intervals_and_per_seed_values(tmp_path: Path) -> No
     assert "commit abc123" in text and "1 thread(s)" in text
 
 
+def test_pairs_table_compares_any_two_rows(tmp_path: Path) -> None:
+    plan = load_plan(write_plan(tmp_path, pairs=[["kd", "bad"]]))
+    line = next(x for x in markdown(plan, records()).splitlines() if x.startswith("| kd − bad"))
+    assert "| 3 |" in line and "+5.67" in line  # (84 + 85 + 83 - 70 - 90 - 75) / 3 points
+    with pytest.raises(ConfigError, match="pairs: 'nope'"):
+        load_plan(write_plan(tmp_path, pairs=[["kd", "nope"]]))
+
+
 def test_plan_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="reference 'nope' is not a row label"):
         load_plan(write_plan(tmp_path, reference="nope"))
@@ -80,3 +88,29 @@ def test_figure_is_written(tmp_path: Path) -> None:
     plan = load_plan(write_plan(tmp_path))
     out = figure(plan, records(), tmp_path / "f.png")
     assert out.stat().st_size > 5000
+
+
+def test_claims_ledger_status_follows_the_intervals(tmp_path: Path) -> None:
+    from kdforge.plans.claims import ledger
+
+    write_plan(tmp_path)
+    write_records(tmp_path / "toy.jsonl", records(), ["ce", "kd", "bad"])
+    claims = [
+        {"paper": "P1", "claim": "kd beats ce", "evidence": [{"plan": "toy", "a": "kd", "b": "ce"}]},
+        {"paper": "P1", "claim": "ce beats kd", "evidence": [{"plan": "toy", "a": "ce", "b": "kd"}]},
+        {"paper": "P2", "claim": "bad beats ce", "evidence": [{"plan": "toy", "a": "bad", "b": "ce"}]},
+        {"paper": "P2", "claim": "both", "evidence": [{"plan": "toy", "a": "kd", "b": "ce"},
+                                                      {"plan": "toy", "a": "ce", "b": "kd"}]},
+        {"paper": "P3", "claim": "a curve is unimodal", "status": "untested", "note": "plan to come"},
+    ]
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims))
+    text = ledger(tmp_path)
+    status = {line.split("**")[1]: line.split("*")[-2] for line in text.splitlines() if line.startswith("- **")}
+    assert status == {"kd beats ce": "confirmed at this scale", "ce beats kd": "contradicted at this scale",
+                      "bad beats ce": "inconclusive at this scale", "both": "mixed", "a curve is unimodal": "untested"}
+    assert "`toy`: kd − ce, top1: +4.00" in text and "kdforge reproduce results/plans/toy.yaml" in text
+    doc = tmp_path / "claims.md"
+    doc.write_text("# Claims\n<!-- ledger:claims -->\n<!-- /ledger:claims -->\n")
+    assert sync_docs([doc], tmp_path, check=True) == [f"{doc}:claims"]
+    sync_docs([doc], tmp_path)
+    assert "confirmed at this scale" in doc.read_text() and sync_docs([doc], tmp_path, check=True) == []

@@ -1,6 +1,14 @@
-"""Distillation losses: pure functions of tensors, no state, no modules. Each docstring cites its paper."""
+"""Distillation losses: pure functions of tensors, no state, no modules. Each docstring cites its paper.
+
+Logit-level losses follow one layout rule (losses.common): classes on the last dim ([B, C], token logits [B, L, V])
+unless `dim=`, the mean over all positions, `mask=` and `reduction=`. Feature and relational losses are not
+positional (they say so).
+"""
 from kdforge.losses.at import at_loss, attention_map
 from kdforge.losses.common import (
+    Positions,
+    Reduction,
+    class_dim,
     hard_cross_entropy,
     kl_div_with_temperature,
     pool_to_common_size,
@@ -59,10 +67,17 @@ from kdforge.losses.slam import (
     top_k_mask,
 )
 from kdforge.losses.sp import similarity_matrix, sp_loss
+from kdforge.losses.token_kd import forward_kl_loss, generalized_jsd_loss, reverse_kl_loss
 from kdforge.losses.vid import vid_log_scale_init, vid_nll, vid_variance
 from kdforge.losses.wsl import regularization_samples, wsl_loss, wsl_weights
 
 __all__ = [
+    "Positions",
+    "Reduction",
+    "class_dim",
+    "forward_kl_loss",
+    "generalized_jsd_loss",
+    "reverse_kl_loss",
     "average_views",
     "cautious_pl_loss",
     "cpl_view_inputs",

@@ -26,6 +26,8 @@ def at_loss(student_feature: Tensor, teacher_feature: Tensor, p: float = 2) -> T
     the mean only rescales before the normalization) and the squared difference averaged over batch and positions,
     the form beta = 1000 is tuned for. Non-square maps are pooled per dim, where the official code pools to a
     square of the other's height.
+    Not positional: feature maps [B, C, *spatial] compared as whole per-sample attention maps; no class dim,
+    `mask` or `reduction` (losses.common's layout rule is for logits).
     """
     s, t = pool_to_common_size(student_feature, teacher_feature, "at_loss")
     return (attention_map(s, p) - attention_map(t, p)).pow(2).mean()

@@ -26,6 +26,8 @@ def crd_nce_loss(scores: Tensor, n_data: int) -> Tensor:
     noise distribution P_n = 1 / n_data (n_data: training-set size). With m = K:
         -1/B * sum_b [ log(P_pos / (P_pos + m P_n + eps)) + sum_k log(m P_n / (P_neg,k + m P_n + eps)) ]
     as official criterion.py L59-76. A scalar (the official returns a tensor of shape [1]).
+    Not positional: one row of memory-bank scores per sample; no class dim, `mask` or `reduction` (losses.common's
+    layout rule is for logits).
     """
     if scores.dim() != 2 or scores.shape[1] < 2:
         raise ValueError(f"crd_nce_loss: scores must be [batch, 1 + negatives], got {tuple(scores.shape)}")

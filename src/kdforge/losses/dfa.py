@@ -23,7 +23,10 @@ def aggregate_features(candidates: Sequence[Tensor], weights: Tensor) -> Tensor:
 
     `weights` [n] is typically softmax(alpha) (the search) or a fixed derived vector; a ValueError for a weight
     count that does not match, or candidates whose batch / channels differ from the last one's or that are
-    smaller than it."""
+    smaller than it.
+    Not positional: a combination of whole feature maps; no class dim, `mask` or `reduction` (losses.common's
+    layout rule is for logits).
+    """
     if weights.dim() != 1 or weights.numel() != len(candidates) or not candidates:
         raise ValueError(f"aggregate_features: {len(candidates)} candidate(s) but weights of shape "
                          f"{tuple(weights.shape)}")

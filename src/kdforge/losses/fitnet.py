@@ -12,6 +12,9 @@ def hint_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
     Mean squared error over every element, as RepDistiller's `HintLoss` (nn.MSELoss) computes it.
     Deviation: the paper writes 1/2 * squared L2 norm (a sum per sample); the mean differs by a constant factor
     (2 / elements per batch) that the method's weight (RepDistiller's beta = 100) absorbs.
+    Not positional: the mean squared error over every element; no class dim, `mask` or `reduction`
+    (losses.common's layout rule is for logits).
+    For token hidden states [B, L, D] padding counts too: index the kept tokens ([mask]) of both before calling.
     """
     if student_feature.shape != teacher_feature.shape:
         raise ValueError(f"hint_loss: student feature {tuple(student_feature.shape)} and teacher feature "

@@ -10,6 +10,9 @@ was found), so each operation is written here from the method it comes from (cit
 A transform maps a batch [B, ...] to a tensor whose first dim is B (or, for a relation across the batch, one
 matrix); a distance maps two tensors of one shape to a scalar. Shapes that do not fit raise ValueError: a search
 meets those as invalid programs and rejects them before any training.
+
+Not positional: these are search-space operations on a batch [B, ...] (softmax_t takes dim 1, the classes of [B, C]
+logits and the channels of feature maps), not losses.common's layout rule; token logits are outside this space.
 """
 from __future__ import annotations
 

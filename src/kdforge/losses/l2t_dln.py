@@ -5,6 +5,10 @@ logit statistics the method logs.
 Hai et al., "L2T-DLN: Learning to Teach with Dynamic Loss Network", NeurIPS 2023 (Sec. 3.1-3.2); official code
 1017137588qqcom/L2T-DLN@6ff1876: `DLN_LSTM.py:38-71` (`MetaOptimizer.forward`: the transformation and the
 network), `DLN_LSTM.py:115-129` (`LSTMOptimizer.forward`: the preprocessing), `main.py:201` (the mean).
+
+Classification rows only: logits [B, C] with int labels [B]; losses.common's layout rule (`dim`, `mask`,
+`reduction`) is not applied here (the learned loss is defined per (sample, class) pair of the 1-vs-1 transformation;
+token logits would have to be flattened to rows [N, V] by the caller).
 """
 from __future__ import annotations
 

@@ -25,6 +25,8 @@ def nst_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
     permuting channels and to scaling a channel by c != 0.
     Deviation: the kernel is one batched matmul instead of a broadcast product over [B, Cb, Ca, N] (same values,
     far less memory); non-square maps are pooled per dim (see `pool_to_common_size`).
+    Not positional: feature maps [B, C, *spatial], channel statistics per sample; no class dim, `mask` or
+    `reduction` (losses.common's layout rule is for logits).
     """
     s, t = pool_to_common_size(student_feature, teacher_feature, "nst_loss")
     s = F.normalize(s.reshape(s.shape[0], s.shape[1], -1), dim=2)

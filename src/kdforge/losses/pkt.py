@@ -27,6 +27,9 @@ def pkt_loss(student_embedding: Tensor, teacher_embedding: Tensor, eps: float = 
     Deviation: the paper sums the KL over pairs, the code averages over the b^2 entries (the weight, 30000,
     absorbs it); inputs of rank > 2 are flattened per sample (the official code takes [B, D] only); NaN entries
     are zeroed with torch.where instead of in-place indexing (same values and gradients).
+    Not positional: relations between the samples of the batch (a [B, B] kernel); no class dim, `mask` or
+    `reduction` (losses.common's layout rule is for logits).
+    For token states [B, L, D] either a sequence is a sample (flattened) or pass kept tokens as rows [N, D].
     """
     if teacher_embedding.shape[0] != student_embedding.shape[0]:
         raise ValueError(f"pkt_loss: student batch {student_embedding.shape[0]} and teacher batch "

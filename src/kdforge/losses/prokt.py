@@ -16,22 +16,26 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdforge.losses.common import hard_cross_entropy, kl_div_with_temperature
+from kdforge.losses.common import Reduction, class_dim, hard_cross_entropy, kl_div_with_temperature
 
 
 def prokt_teacher_loss(teacher_logits: Tensor, student_logits: Tensor, labels: Tensor, weight: float,
-                       temperature: float = 1.0) -> Tensor:
-    """The teacher's objective at one step: CE(teacher, y) + weight * KL(q_T^T || p_S^T), batch means.
+                       temperature: float = 1.0, *, mask: Tensor | None = None, reduction: Reduction = "mean",
+                       dim: int | None = None) -> Tensor:
+    """The teacher's objective at one step: CE(teacher, y) + weight * KL(q_T^T || p_S^T), means over positions.
 
     The student's logits are a constant here (detached): the proximal term pulls the teacher toward the student,
-    not the reverse. `weight` is the paper's lambda (1 / mirror-descent step size); weight = 0 is plain CE."""
+    not the reverse. `weight` is the paper's lambda (1 / mirror-descent step size); weight = 0 is plain CE.
+    Layout, `mask` and `reduction` ("mean" | "sum" | "none": per-position CE + weight * KL): losses.common's rule,
+    classes on the last dim unless `dim`; `labels` int64 of the positions' shape or a distribution."""
     # kl_div_with_temperature(a, b) = KL(softmax(b/T) || softmax(a/T)): here KL(q_T || p_S), differentiated in q_T.
-    kl = kl_div_with_temperature(student_logits.detach(), teacher_logits, temperature).mean()
-    return hard_cross_entropy(teacher_logits, labels) + weight * kl
+    kl = kl_div_with_temperature(student_logits.detach(), teacher_logits, temperature, reduction, mask=mask, dim=dim)
+    return hard_cross_entropy(teacher_logits, labels, reduction=reduction, mask=mask, dim=dim) + weight * kl
 
 
-def mirror_descent_target(student_logits: Tensor, grad: Tensor, step: float) -> Tensor:
-    """Log-probabilities of the exact KL mirror-descent step from the student's distribution, [B, C]:
+def mirror_descent_target(student_logits: Tensor, grad: Tensor, step: float, *, dim: int | None = None) -> Tensor:
+    """Log-probabilities of the exact KL mirror-descent step from the student's distribution, in the logits' layout
+    (classes on the last dim unless `dim`):
     argmin_q <grad, q> + KL(q || p_S) / step  =  p_S * exp(-step * grad) / Z  (grad: dL/dq per class)."""
-    return F.log_softmax(F.log_softmax(student_logits, dim=1) - step * grad, dim=1)
-
+    d = class_dim(student_logits, dim)
+    return F.log_softmax(F.log_softmax(student_logits, dim=d) - step * grad, dim=d)

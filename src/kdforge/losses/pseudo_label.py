@@ -2,6 +2,9 @@
 analysis of Wang et al., "Deep Insights into Noisy Pseudo Labeling on Graph Data" (CPL, NeurIPS 2023), following
 their code AcEbt/CPL@326fe67 (`utils.py`: `weighted_cross_entropy`, `multiview_pred`; `main_node.py`: the
 selection in the pseudo-labeling loop). Pure functions of tensors.
+
+Node rows only: logits [N, C] with classes on dim 1, one row per graph node. Nodes are samples, not positions of a
+sequence, so losses.common's layout rule (`dim`, `mask`, `reduction`) does not apply: select nodes by indexing.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ def cautious_pl_loss(logits: Tensor, labels: Tensor, weights: Tensor | None = No
     Deviation: log_softmax instead of log(softmax) (same value, finite for saturated logits), and the official
     code's in-place `bald += 1e-6` (which shifts the weights of later calls) is done on a copy.
     """
+    if logits.dim() != 2:
+        raise ValueError(f"cautious_pl_loss: needs node logits [N, C], got shape {tuple(logits.shape)}")
     nll = F.cross_entropy(logits, labels, reduction="none")
     if weights is None:
         return nll.mean() / beta

@@ -19,6 +19,8 @@ def hcl_loss(student_features: Sequence[Tensor], teacher_features: Sequence[Tens
     As the official `hcl_loss` (dvlab-research/ReviewKD, and mdistiller's ReviewKD.py): a level is skipped when it
     is not smaller than the map's height (so a 1x1 map is compared once, unpooled), and each skipped level also
     leaves its weight out. Maps must have equal shapes [B, C, H, W] pairwise.
+    Not positional: feature maps [B, C, H, W] compared whole, with pooled pyramids; no class dim, `mask` or
+    `reduction` (losses.common's layout rule is for logits).
     """
     if len(student_features) != len(teacher_features) or not student_features:
         raise ValueError(f"hcl_loss: {len(student_features)} student and {len(teacher_features)} teacher features; "

@@ -64,6 +64,9 @@ def rkd_loss(student_embedding: Tensor, teacher_embedding: Tensor, distance_weig
     gradient, as there.
     Deviation: the diagonal of the distance matrix is zeroed with masked_fill instead of an in-place write on a
     clone (same values and gradients).
+    Not positional: relations between the samples of the batch (distances, angles); no class dim, `mask` or
+    `reduction` (losses.common's layout rule is for logits).
+    For token states [B, L, D] either a sequence is a sample (flattened) or pass kept tokens as rows [N, D].
     """
     return (distance_weight * rkd_distance_loss(student_embedding, teacher_embedding)
             + angle_weight * rkd_angle_loss(student_embedding, teacher_embedding))

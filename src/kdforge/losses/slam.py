@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdforge.losses.common import Positions, Reduction
+
 SlamTarget = Literal["hard", "soft_topk", "soft"]
 
 
@@ -93,23 +95,30 @@ def resolve_alpha_floor(setting: Literal["auto", "none"] | float, k: int, normal
     return None if setting == "none" else float(setting)
 
 
-def slam_loss(student_logits: Tensor, teacher_logits: Tensor, alpha: Tensor, k: Tensor | int,
+def slam_loss(student_logits: Tensor, teacher_logits: Tensor, alpha: Tensor | float, k: Tensor | int,
               normalize: bool = False, target: SlamTarget = "hard", alpha_floor: float | None = None,
-              eps: float = 1e-7) -> Tensor:
-    """SLaM's unlabeled loss: batch mean of -sum_c y_c log mix(f; max(α, alpha_floor), k)_c with
+              eps: float = 1e-7, *, mask: Tensor | None = None, reduction: Reduction = "mean",
+              dim: int | None = None) -> Tensor:
+    """SLaM's unlabeled loss: mean over positions of -sum_c y_c log mix(f; max(α, alpha_floor), k)_c with
     f = softmax(student_logits), y = slam_target(softmax(teacher_logits), mask, target), mask = top(y_s; k).
 
     α = 1 (an always-right teacher) gives CE(y, f): plain distillation on y. α = α* (`indifference_alpha`) makes
     mix = (1 - α) / Z on the mask whatever f is: a target inside the mask (`hard`, `soft_topk`, or k = C) then gives
     no gradient, so the student's own labeled loss decides. Soft target mass outside the top k meets mix = α f there:
-    plain distillation, weighted by α, with no counterweight inside the mask."""
+    plain distillation, weighted by α, with no counterweight inside the mask.
+    Layout (losses.common's rule): classes on the last dim unless `dim`; `alpha` and a tensor `k` are a number or one
+    value per position; `mask` keeps positions; `reduction` "mean" | "sum" | "none". The helpers below (top_k_mask,
+    slam_mix, calibration) take rows [N, C]: flatten token logits to rows first."""
+    pos = Positions(student_logits, dim, mask, "slam_loss")
+    student, teacher = pos.rows(student_logits), pos.rows(teacher_logits)
+    alpha, k = pos.per_position(alpha), pos.per_position(k)
     # At least float32 for the teacher's softmax (a half-precision cache), the student's precision when higher.
-    teacher_probs = F.softmax(teacher_logits.to(torch.promote_types(student_logits.dtype, torch.float32)), dim=1)
-    mask = top_k_mask(teacher_probs, k)
+    teacher_probs = F.softmax(teacher.to(torch.promote_types(student.dtype, torch.float32)), dim=1)
+    top = top_k_mask(teacher_probs, k)
     if alpha_floor is not None:
         alpha = torch.as_tensor(alpha, dtype=teacher_probs.dtype, device=teacher_probs.device).clamp_min(alpha_floor)
-    mix = slam_mix(F.softmax(student_logits, dim=1), alpha, mask, normalize)
-    return -(slam_target(teacher_probs, mask, target) * mix.clamp_min(eps).log()).sum(dim=1).mean()
+    mix = slam_mix(F.softmax(student, dim=1), alpha, top, normalize)
+    return pos.reduce(-(slam_target(teacher_probs, top, target) * mix.clamp_min(eps).log()).sum(dim=1), reduction)
 
 
 def teacher_confidence(teacher_logits: Tensor, score: str = "margin") -> Tensor:

@@ -20,6 +20,8 @@ def sp_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
     loss is invariant to permuting (or rotating) the feature dimensions and to scaling a whole
     feature tensor by c != 0 (G scales by c^2, which the row normalization removes).
     Deviation: returns a 0-dim tensor where the official returns shape (1,).
+    Not positional: relations between the samples of the batch (a [B, B] similarity); no class dim, `mask` or
+    `reduction` (losses.common's layout rule is for logits).
     """
     b = student_feature.shape[0]
     if teacher_feature.shape[0] != b:

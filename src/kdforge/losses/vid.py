@@ -31,6 +31,8 @@ def vid_nll(pred_mean: Tensor, pred_var: Tensor, target: Tensor) -> Tensor:
     Mean over every element of 0.5 * ((mu - t)^2 / var_c + log var_c): the Gaussian q(t | s) with the mean
     `pred_mean` [B, C, ...] regressed from the student and a variance `pred_var` [C] per channel (official L48-53),
     without the constant 0.5 log(2 pi). `target` is the teacher's feature, of `pred_mean`'s shape.
+    Not positional: a Gaussian likelihood of every element of a feature tensor with a per-channel variance; no
+    class dim, `mask` or `reduction` (losses.common's layout rule is for logits).
     """
     if pred_mean.shape != target.shape:
         raise ValueError(f"vid_nll: predicted mean {tuple(pred_mean.shape)} and teacher feature "

@@ -1,6 +1,7 @@
 """Weighted Soft Labels (Zhou et al., ICLR 2021): CE on the labels plus the per-sample weighted soft-label term."""
 from __future__ import annotations
 
+from typing import Literal
 
 from pydantic import Field
 from torch import Tensor
@@ -10,6 +11,7 @@ from kdforge.engine.contract import StepContext
 from kdforge.methods.base import MethodParams
 from kdforge.methods.regularization import CountsRegularizationSamples
 from kdforge.losses import wsl_loss
+from kdforge.losses.common import soft_cross_entropy
 from kdforge.registry import METHODS
 
 
@@ -18,6 +20,9 @@ class WSLParams(MethodParams):
     temperature: float = Field(2.0, gt=0, description="softmax temperature T of the soft-label term")
     alpha: float = Field(2.5, ge=0, description="weight of the weighted soft-label term")
     ce_weight: float = Field(1.0, ge=0, description="weight of the hard-label CE")
+    weighting: Literal["wsl", "uniform"] = Field("wsl", description=(
+        "the per-sample weights w_i = 1 - exp(-L_s / L_t) (wsl), or every w_i = 1 (uniform): the control that "
+        "keeps WSL's recipe (T, alpha, CE weight) and removes its mechanism, i.e. KD at T with weight alpha"))
 
 
 @METHODS.register("wsl")
@@ -29,7 +34,8 @@ class WSL(CountsRegularizationSamples[WSLParams]):
         p = self.params
         logits, teacher_logits = self.student_and_teacher(batch)
         self.count_regularization(logits, teacher_logits, batch, p.temperature)
-        return logits, {
-            "ce": p.ce_weight * self.hard_loss(logits, batch),
-            "wsl": p.alpha * wsl_loss(logits, teacher_logits, batch.labels, p.temperature),
-        }
+        if p.weighting == "wsl":
+            soft = wsl_loss(logits, teacher_logits, batch.labels, p.temperature)
+        else:  # the same term with every weight 1: T^2 * mean soft CE (KL's gradient, larger by H(p_t))
+            soft = p.temperature**2 * soft_cross_entropy(logits, teacher_logits, p.temperature).mean()
+        return logits, {"ce": p.ce_weight * self.hard_loss(logits, batch), "wsl": p.alpha * soft}

@@ -35,6 +35,8 @@ class Plan(BaseModel):
                                            "method's logged statistic, val.<name> for validation)")
     overrides: list[str] = Field(default_factory=list, description="overrides of every row")
     sliver: list[str] = Field(default_factory=list, description="overrides CI adds to run each row once, quickly")
+    pairs: list[tuple[str, str]] = Field(default_factory=list, description="further paired comparisons (a, b): "
+                                         "a - b on the same seed for every metric, in a table of their own")
     shared_teacher: bool = Field(False, description="every row with the first row's teacher model distils from the "
                                                     "first row's teacher (one teacher for the whole table)")
     rows: list[PlanRow] = Field(min_length=1)
@@ -50,6 +52,9 @@ class Plan(BaseModel):
         bad = [r.teacher_from for r in self.rows if r.teacher_from is not None and r.teacher_from not in labels]
         if bad:
             raise ValueError(f"teacher_from {bad[0]!r} is not a row label")
+        bad_pair = next((x for pair in self.pairs for x in pair if x not in labels), None)
+        if bad_pair is not None:
+            raise ValueError(f"pairs: {bad_pair!r} is not a row label")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds repeat a value")
         return self

@@ -34,7 +34,7 @@ def value(record: Record, metric: str) -> float | None:
 def _title(metric: str) -> str:
     name = metric.rsplit(".", 1)[-1]
     shown = _TITLES.get(name, name)
-    prefix = "" if "." not in metric or metric.startswith("test.") else metric.split(".")[0] + " "
+    prefix = "" if "." not in metric or metric.split(".")[0] in ("test", "method") else metric.split(".")[0] + " "
     return f"{prefix}{shown}{' %' if is_percent(metric) else ''}"
 
 
@@ -77,7 +77,26 @@ def markdown(plan: Plan, records: Sequence[Record]) -> str:
             cells += _paired_cells(row.label, plan.reference, ref, seeds, first)
         cells.append(" / ".join(_fmt(seeds[s], first) for s in sorted(seeds)))
         lines.append("| " + " | ".join(cells) + " |")
-    return _caption(plan, records) + "\n\n" + "\n".join(lines) + "\n"
+    return _caption(plan, records) + "\n\n" + "\n".join(lines) + "\n" + _pairs_table(plan, per_metric)
+
+
+def _pairs_table(plan: Plan, per_metric: dict[str, dict[str, dict[int, float]]]) -> str:
+    """The plan's further comparisons: a - b per metric on shared seeds, 95 % interval, wins/losses."""
+    if not plan.pairs:
+        return ""
+    shown = [m for m in plan.metrics if not m.startswith("method.")] or plan.metrics[:1]  # outcomes, not diagnostics
+    head = ["comparison (same seed)", "n", *[f"Δ {_title(m)} [95 % CI]" for m in shown], "wins/losses"]
+    lines = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for a, b in plan.pairs:
+        cells, first = [f"{a} − {b}"], None
+        for m in shown:
+            p = paired(per_metric[m][b], per_metric[m][a])
+            first = first or p
+            cells.append("–" if p is None else _paired_cells(a, b, per_metric[m][b], per_metric[m][a], m)[0])
+        cells.insert(1, str(first.n) if first else "0")
+        cells.append(f"{first.wins}/{first.losses}" if first else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _paired_cells(label: str, reference: str, ref: dict[int, float], seeds: dict[int, float], metric: str) -> list[str]:
@@ -97,8 +116,9 @@ def _caption(plan: Plan, records: Sequence[Record]) -> str:
     threads = sorted({str(r.get("env", {}).get("threads", "?")) for r in records})
     torch_v = sorted({r.get("env", {}).get("torch", "?") for r in records})
     seeds = ", ".join(map(str, plan.seeds))
-    ref = (f" Δ: paired difference to `{plan.reference}` on the same seed, mean and 95 % Student-t interval; ▲/▼ "
-           "where the interval excludes zero, otherwise a tie at this budget." if plan.reference else "")
+    ref = (f" Δ: paired difference to `{plan.reference}` on the same seed, mean and 95 % Student-t interval; ▲ / ▼ "
+           "where the whole interval lies above / below zero (higher / lower: for NLL and ECE lower is better), "
+           "otherwise a tie at this budget." if plan.reference else "")
     return (f"**{plan.title}.** {plan.about.strip()} Seeds {seeds}; cells are mean ± sample std over seeds.{ref} "
             f"Generated from `results/{plan.key}.jsonl` (commit {', '.join(commits) or '–'}, torch "
             f"{', '.join(torch_v) or '–'}, {', '.join(threads) or '–'} thread(s) per run) by "
@@ -124,9 +144,14 @@ def plan_path(key_or_plan: str | Path, results_dir: str | Path = "results") -> P
 MARKER = re.compile(r"<!-- table:(?P<key>[A-Za-z0-9_.-]+) -->\n.*?<!-- /table:(?P=key) -->", re.S)
 
 
+LEDGER = re.compile(r"<!-- ledger:claims -->\n.*?<!-- /ledger:claims -->", re.S)
+
+
 def sync_docs(paths: Sequence[Path], results_dir: str | Path = "results", check: bool = False) -> list[str]:
-    """Rewrite every `<!-- table:KEY -->` section of the given Markdown files from its records; with `check`,
-    write nothing and return the keys whose section differs from what the records give."""
+    """Rewrite every `<!-- table:KEY -->` section (and the `<!-- ledger:claims -->` one) of the given Markdown
+    files from the records; with `check`, write nothing and return the sections that differ from them."""
+    from kdforge.plans.claims import ledger
+
     stale: list[str] = []
     for path in paths:
         text = path.read_text()
@@ -135,9 +160,13 @@ def sync_docs(paths: Sequence[Path], results_dir: str | Path = "results", check:
             body = table_for(m["key"], results_dir)
             return f"<!-- table:{m['key']} -->\n{body}<!-- /table:{m['key']} -->"
 
-        new = MARKER.sub(fill, text)
+        def fill_ledger(_: re.Match[str]) -> str:
+            return f"<!-- ledger:claims -->\n{ledger(Path(results_dir))}<!-- /ledger:claims -->"
+
+        new = LEDGER.sub(fill_ledger, MARKER.sub(fill, text))
         if new != text:
             stale += [f"{path}:{m['key']}" for m in MARKER.finditer(text) if fill(m) != m.group(0)]
+            stale += [f"{path}:claims" for m in LEDGER.finditer(text) if fill_ledger(m) != m.group(0)]
             if not check:
                 atomic_write_text(path, new)
     return stale

@@ -1,6 +1,11 @@
-"""CIFAR-10 from a zip of JPEGs, decoded once and cached as uint8 tensors in a safetensors file.
+"""CIFAR-10, from the official python archive (`cifar_python`) or a zip of JPEGs decoded once and cached.
 
-Decoding 60,000 JPEGs takes seconds to a minute; reading the cache takes a fraction of a second. It is
+`data.params.format` picks the file: `python` (cifar-10-python.tar.gz or its extracted cifar-10-batches-py/, the
+lossless original), `jpeg` (cifar10_jpg/cifar10-jpg-q75.zip, the lossy copy in the data snapshot), or `auto` (the
+default): whichever of the two the data folder holds; when it holds both, `format` must say which, since they
+differ in every pixel and a teacher trained on one is not the teacher of the other.
+
+The JPEG zip: decoding its 60,000 JPEGs takes seconds to a minute; reading the cache takes a fraction of a second. It is
 keyed by the archive's SHA-256 (a changed archive never reuses a stale cache), written atomically (a crash
 never leaves a half-written file under the final name), and checked on every load against a digest of its
 own contents (a damaged cache is rebuilt, not trusted).
@@ -14,18 +19,21 @@ import logging
 import re
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from rich.progress import track
+from pydantic import Field
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from kdforge.fileio import atomic_write, sha256_of
 from kdforge.data.root import cache_dir
-from kdforge.data.sources.base import Loaded, SourceParams, finish, register, require
+from kdforge.data.sources import cifar_python
+from kdforge.data.sources.base import Loaded, finish, register, require
 from kdforge.data.types import Split
 from kdforge.errors import DataError
 
@@ -42,13 +50,38 @@ class _StaleCache(Exception):
     """The cache file cannot be used; the message says why, and the data is decoded again."""
 
 
-@register("cifar10")
-def load(root: Path | None, params: SourceParams) -> Loaded:
-    """3x32x32 RGB images, 10 classes in sorted folder-name order, 50,000 train / 10,000 test."""
+class Cifar10Params(cifar_python.CifarPythonParams):
+    format: Literal["auto", "python", "jpeg"] = Field("auto", description=(
+        "python: the official archive; jpeg: the JPEG zip; auto: whichever the data folder holds"))
+
+
+@register("cifar10", params=Cifar10Params)
+def load(root: Path | None, params: Cifar10Params) -> Loaded:
+    """3x32x32 RGB images, 10 classes, 50,000 train / 10,000 test (python: the meta file's class order, which is
+    also the sorted order of the JPEG zip's class folders)."""
     assert root is not None, "cifar10 needs the data folder"
+    if _format(root, params.format) == "python":
+        layout = cifar_python.CIFAR10
+        return cifar_python.load(cifar_python.require_layout(root, layout), layout, "cifar10", params.verify)
     tensors, classes = cached_tensors(require(root / ARCHIVE))
     train, test = (Split(tensors[f"x_{s}"], tensors[f"y_{s}"]) for s in SPLITS)
     return finish("cifar10", train, test, num_classes=len(classes))
+
+
+def _format(root: Path, asked: str) -> str:
+    """`asked`, or for `auto` the one format present; both present or neither is a DataError saying what to do."""
+    if asked != "auto":
+        return asked
+    python, jpeg = cifar_python.locate(root, cifar_python.CIFAR10), root / ARCHIVE
+    if python is not None and jpeg.is_file():
+        raise DataError(f"cifar10: the data folder holds both {python} and {jpeg}; set data.params.format to python "
+                        "(the original) or jpeg (the lossy copy)")
+    if python is None and not jpeg.is_file():
+        places = ", ".join(str(p) for p in cifar_python.CIFAR10.candidates(root))
+        raise DataError(f"missing data file: neither {jpeg} nor any of {places} exists; put the official "
+                        f"cifar-10-python.tar.gz ({cifar_python.PAGE}) there, or point $KDFORGE_DATA / data.root "
+                        "at the folder that holds the data files")
+    return "python" if python is not None else "jpeg"
 
 
 def cached_tensors(archive: Path) -> tuple[dict[str, Tensor], list[str]]:
