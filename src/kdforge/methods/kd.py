@@ -7,13 +7,12 @@ from torch import Tensor
 
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
-from kdforge.methods.base import MethodParams
-from kdforge.methods.regularization import CountsRegularizationSamples
+from kdforge.methods.regularization import CountingParams, CountsRegularizationSamples
 from kdforge.losses import kd_loss
 from kdforge.registry import METHODS
 
 
-class KDParams(MethodParams):
+class KDParams(CountingParams):
     # Defaults are the CIFAR-100 convention of RepDistiller / mdistiller (T=4, 0.1 CE + 0.9 KD),
     # the setting behind their published KD baselines.
     temperature: float = Field(4.0, gt=0, description="softmax temperature T of both soft labels")

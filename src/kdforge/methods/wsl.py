@@ -8,14 +8,13 @@ from torch import Tensor
 
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
-from kdforge.methods.base import MethodParams
-from kdforge.methods.regularization import CountsRegularizationSamples
+from kdforge.methods.regularization import CountingParams, CountsRegularizationSamples
 from kdforge.losses import wsl_loss
 from kdforge.losses.common import soft_cross_entropy
 from kdforge.registry import METHODS
 
 
-class WSLParams(MethodParams):
+class WSLParams(CountingParams):
     # Defaults of the official code (knowledge_distiller.py L40-41: T = 2, alpha = 2.5; hard loss unweighted).
     temperature: float = Field(2.0, gt=0, description="softmax temperature T of the soft-label term")
     alpha: float = Field(2.5, ge=0, description="weight of the weighted soft-label term")
