@@ -17,13 +17,13 @@ from torch import Tensor
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.losses import regularization_samples
-from kdforge.methods.base import Method, MethodParams, P
+from kdforge.methods.base import Method, P
 
 
-class CountingParams(MethodParams):
-    """The params of a method that can count regularization samples (KD, WSL)."""
-
-    count_regularization: bool = Field(False, description=(
+def count_regularization_field() -> Any:
+    """The `count_regularization` param of a method that can count regularization samples (KD, WSL); declared
+    last in their params, after the method's own."""
+    return Field(False, description=(
         "count, per epoch, the training samples on which the student fits the label better than the teacher "
         "(WSL's regularization samples) and log them as reg_samples / reg_fraction; for analyses (the "
         "bias-variance study turns it on), off by default: it costs a little on every step"))

@@ -8,13 +8,14 @@ from torch import Tensor
 
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
-from kdforge.methods.regularization import CountingParams, CountsRegularizationSamples
+from kdforge.methods.base import MethodParams
+from kdforge.methods.regularization import CountsRegularizationSamples, count_regularization_field
 from kdforge.losses import wsl_loss
 from kdforge.losses.common import soft_cross_entropy
 from kdforge.registry import METHODS
 
 
-class WSLParams(CountingParams):
+class WSLParams(MethodParams):
     # Defaults of the official code (knowledge_distiller.py L40-41: T = 2, alpha = 2.5; hard loss unweighted).
     temperature: float = Field(2.0, gt=0, description="softmax temperature T of the soft-label term")
     alpha: float = Field(2.5, ge=0, description="weight of the weighted soft-label term")
@@ -22,6 +23,7 @@ class WSLParams(CountingParams):
     weighting: Literal["wsl", "uniform"] = Field("wsl", description=(
         "the per-sample weights w_i = 1 - exp(-L_s / L_t) (wsl), or every w_i = 1 (uniform): the control that "
         "keeps WSL's recipe (T, alpha, CE weight) and removes its mechanism, i.e. KD at T with weight alpha"))
+    count_regularization: bool = count_regularization_field()
 
 
 @METHODS.register("wsl")
