@@ -70,11 +70,16 @@ class TensorFileError(KdforgeError):
 def write_tensors(path: str | Path, tensors: Mapping[str, Tensor]) -> dict[str, Any]:
     """Write `tensors` as a safetensors file, atomically; returns {"sha256", "bytes"} for the record beside it,
     which `read_tensors` checks. The bytes are those of `safetensors.torch.save` (no metadata)."""
-    from safetensors.torch import save
-
-    data = save(dict(tensors))
+    data = tensors_bytes(tensors)
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def tensors_bytes(tensors: Mapping[str, Tensor]) -> bytes:
+    """The bytes `write_tensors` writes: `safetensors.torch.save` of `tensors`, no metadata."""
+    from safetensors.torch import save
+
+    return save(dict(tensors))
 
 
 def read_tensors(path: str | Path, sha256: str, mmap: bool = False) -> dict[str, Tensor]:
