@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kdforge.errors import require_extra
+
 COLUMNS = [("top1", "top-1 %", 100.0), ("nll", "NLL", 1.0), ("ece", "ECE %", 100.0),
            ("agreement", "agree %", 100.0), ("kl_ts", "KL(t||s)", 1.0)]
 
@@ -60,7 +62,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Bars of mean top-1, NLL and ECE per method with ±1 std error bars."""
-    import matplotlib
+    matplotlib = require_extra("matplotlib", "report", "the comparison plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
