@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kdforge.errors import require_extra
+
 COLUMNS = [("top1", "top-1 %", 100.0), ("nll", "NLL", 1.0), ("ece", "ECE %", 100.0),
            ("agreement", "agree %", 100.0), ("kl_ts", "KL(t||s)", 1.0)]
 
@@ -73,7 +75,7 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, title: str) -> P
     """Top-1, NLL and ECE per method as horizontal dot plots, methods sorted by mean top-1 (best at the top, the
     same order in every panel): each dot the mean over seeds, its whiskers the 95 % t-interval of that mean;
     single-seed rows (a teacher) are grey diamonds without whiskers."""
-    import matplotlib
+    matplotlib = require_extra("matplotlib", "report", "the comparison plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

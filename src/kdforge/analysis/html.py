@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kdforge.errors import ConfigError
+from kdforge.errors import ConfigError, require_extra
 from kdforge.fileio import atomic_write_text
 from kdforge.report import COLUMNS
 
@@ -48,7 +48,7 @@ def _png(fig: Any) -> str:
 
 
 def _plt() -> Any:
-    import matplotlib
+    matplotlib = require_extra("matplotlib", "report", "the HTML report's plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -6,6 +6,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from kdforge.errors import require_extra
+
+require_extra("optuna", "search", "the distiller search")  # one line naming the extra, before the imports below
+
 from optuna.trial import FrozenTrial, TrialState
 
 from kdforge.fileio import atomic_write, atomic_write_text
@@ -47,7 +51,7 @@ def report(cfg: SearchConfig, url: str, top: int = 10) -> str:
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    matplotlib = require_extra("matplotlib", "report", "the search report's plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
