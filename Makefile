@@ -27,11 +27,14 @@ $(DEV_STAMP): pyproject.toml constraints.txt
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/kdforge demo
 
+# Two pytest-xdist workers, one per core, each taking whole files (--dist loadfile: a file's module fixtures, such
+# as a trained teacher, are built once); the suite sets one torch thread per worker (tests/conftest.py).
+# The slowest 20 tests are listed at the end (docs/benchmarks.md#test-suite).
 test: $(DEV_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=20
 
 test-fast: $(DEV_STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 # Both write their own section of docs/benchmarks.md; each takes a few minutes on 2 CPU cores.
 bench: bench-epoch bench-run

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 import kdforge.data as data
-from kdforge.config.schema import AugmentConfig, DataConfig
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
+from kdforge.data import AugmentSettings
 
 from _report import command, machine, today, write_section  # bench/_report.py
 
@@ -52,7 +54,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, classes: int, alpha: float) -> tuple
     return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm]
 
 
-def time_kdforge(split, classes: int, cfg: AugmentConfig, epoch: int) -> float:
+def time_kdforge(split, classes: int, cfg: AugmentSettings, epoch: int) -> float:
     it = data.BatchIterator(split, BATCH, classes, cfg, seed=0)
     start = time.perf_counter()
     for _ in it.epoch(epoch):
@@ -77,12 +79,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = ap.parse_args()
     t0 = time.perf_counter()
-    bundle = data.build(DataConfig(name=args.data))
+    bundle = build_data(DataConfig(name=args.data))
     split, classes, n = bundle.train, bundle.spec.num_classes, len(bundle.train)
     pad = 4
     rows = []
     for label, alpha in (("crop + flip", 0.0), ("crop + flip + mixup 0.2", 0.2)):
-        cfg = AugmentConfig(crop_padding=pad, flip=True, mixup_alpha=alpha)
+        cfg = AugmentSettings(crop_padding=pad, flip=True, mixup_alpha=alpha)
         variants = {"kdforge BatchIterator": lambda r: time_kdforge(split, classes, cfg, r),
                     "DataLoader, per-sample transforms, 0 workers": lambda r: time_loader(split, classes, pad, 0, alpha),
                     "DataLoader, per-sample transforms, 2 workers": lambda r: time_loader(split, classes, pad, 2, alpha)}

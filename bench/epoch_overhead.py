@@ -18,16 +18,20 @@ import torch
 import kdforge.data as data
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.config.schema import DataConfig, MethodConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
+from kdforge.data import Batches
 from kdforge.engine import Trainer, seed_everything
 from kdforge.engine.log import RunLogger, make_progress
-from kdforge.methods import Setup
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
+from kdforge.methods import MethodSpec, Setup
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
 
 from _report import command, machine, plain_kd_loss, today, write_section  # bench/_report.py
 
-TEACHER = ModelConfig(name="cnn", params={"channels": [32, 64], "hidden": 128})
-STUDENT = ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32})
+TEACHER = ModelSpec(name="cnn", params={"channels": [32, 64], "hidden": 128})
+STUDENT = ModelSpec(name="cnn", params={"channels": [8, 16], "hidden": 32})
 BATCH, LR, T = 128, 0.05, 4.0
 
 
@@ -60,10 +64,10 @@ def plain_epoch(bundle, epoch: int) -> float:
 def kdforge_epoch(bundle, epoch: int, run_dir: Path) -> float:
     """The same epoch through Trainer's loop (progress bar on, JSONL logging, NaN guard, schedule stepping)."""
     teacher, student = fresh_models(bundle.spec)
-    method = methods.build(MethodConfig(name="kd"), student, LiveTeacher(teacher),
+    method = methods.build(MethodSpec(name="kd"), student, LiveTeacher(teacher),
                            Setup.for_data(bundle.spec, bundle.train))
-    recipe = RecipeConfig(optim=OptimConfig(lr=LR), train=TrainConfig(epochs=1, progress=True, log_every=50))
-    trainer = Trainer(method, bundle, recipe, run_dir, BATCH)
+    recipe = Recipe(optim=OptimSettings(lr=LR), train=LoopSettings(epochs=1, progress=True, log_every=50))
+    trainer = Trainer(method, Batches(bundle, BATCH), recipe, run_dir)
     logger = RunLogger(run_dir, tensorboard=True)
     try:
         with make_progress(True) as progress:
@@ -83,7 +87,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    bundle = data.build(DataConfig(name="fashion_mnist", train_subset=args.subset))
+    bundle = build_data(DataConfig(name="fashion_mnist", train_subset=args.subset))
     run_dir = Path("runs/bench")
     plain, ours = [], []
     plain_epoch(bundle, 0)  # warm-up: allocator, kernels

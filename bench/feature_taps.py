@@ -21,10 +21,14 @@ import torch.nn.functional as F
 import kdforge.data as data
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.config import ExperimentConfig, load_config
-from kdforge.config.schema import DataConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig
+from kdforge.api import build_data, build_model, load_config, settings
+from kdforge.config import ExperimentConfig
+from kdforge.config.schema import DataConfig
+from kdforge.data import Batches
 from kdforge.engine import Trainer, seed_everything
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.methods import Setup
+from kdforge.models import ModelSpec
 from kdforge.models.taps import Taps
 from kdforge.teachers import LiveTeacher
 
@@ -33,7 +37,6 @@ from _report import command, machine, today, write_section  # bench/_report.py
 TAP_SETS = {0: [], 1: ["layer2"], 3: ["layer1", "layer2", "layer3"],
             6: ["layer1", "layer2", "layer3", "layer1.0", "layer2.0", "fc:input"]}
 METHODS = ["ce", "kd", "wsl", "dkd", "fitnet", "at", "sp", "nst", "pkt", "rkd", "vid", "crd", "reviewkd"]
-
 
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -46,10 +49,10 @@ def example_config(data: str, method: str, overrides: list[str] = ()) -> Experim
     return load_config(own if own.exists() else CONFIGS / f"{data}_kd.yaml", [f"method.name={method}", *extra, *overrides])
 
 def taps_table(steps: int, repeats: int) -> str:
-    bundle = data.build(DataConfig(name="cifar10", train_subset=64 * steps))
+    bundle = build_data(DataConfig(name="cifar10", train_subset=64 * steps))
     batches = [bundle.train.batch(idx) for idx in torch.arange(len(bundle.train)).split(64)]
     seed_everything(0)
-    model = models.build(ModelConfig(name="resnet8x4"), bundle.spec)
+    model = models.build(ModelSpec(name="resnet8x4"), bundle.spec)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def run(paths: list[str]) -> float:
@@ -86,17 +89,18 @@ def taps_table(steps: int, repeats: int) -> str:
 
 def methods_table(steps: int, repeats: int) -> str:
     built = {name: example_config("fashion_mnist", name, [f"data.train_subset={128 * steps}"]) for name in METHODS}
-    bundle = data.build(built["kd"].data)
+    bundle = build_data(built["kd"].data)
     seed_everything(0)
-    teacher = models.build(built["kd"].teacher.model, bundle.spec).eval()
+    teacher = build_model(built["kd"].teacher.model, bundle.spec).eval()
 
     def trainer(name: str) -> Trainer:
         cfg = built[name]
         seed_everything(1)
-        student = models.build(cfg.student, bundle.spec)
-        method = methods.build(cfg.method, student, LiveTeacher(teacher), Setup.for_data(bundle.spec, bundle.train))
-        recipe = RecipeConfig(optim=OptimConfig(lr=0.05), train=TrainConfig(epochs=1, progress=False, tensorboard=False))
-        return Trainer(method, bundle, recipe, "runs/bench/taps", 128)
+        student = build_model(cfg.student, bundle.spec)
+        method = methods.build(settings.method(cfg.method), student, LiveTeacher(teacher),
+                               Setup.for_data(bundle.spec, bundle.train))
+        recipe = Recipe(optim=OptimSettings(lr=0.05), train=LoopSettings(epochs=1, progress=False, tensorboard=False))
+        return Trainer(method, Batches(bundle, 128), recipe, "runs/bench/taps")
 
     def epoch(name: str) -> float:
         t = trainer(name)

@@ -19,12 +19,9 @@ from typing import Any
 
 import torch
 
-from kdforge import data as data_mod
-from kdforge.api import prepare_teacher
+from kdforge.api import build_data, build_model, load_config, prepare_teacher
 from kdforge.compare import compare
-from kdforge.config import load_config
 from kdforge.config.schema import ExperimentConfig, MethodConfig, ModelConfig
-from kdforge.models import build as build_model
 from kdforge.report import markdown_table
 
 from _report import command, machine, today, write_section  # bench/_report.py
@@ -71,7 +68,7 @@ def timing(cfg: ExperimentConfig, nodes: int = 200) -> dict[str, float]:
     from torch_geometric.utils import k_hop_subgraph
 
     assert cfg.teacher is not None
-    bundle = data_mod.build(cfg.data)
+    bundle = build_data(cfg.data)
     graph = bundle.train.graph
     assert graph is not None
     gcn = prepare_teacher(cfg, bundle).eval()

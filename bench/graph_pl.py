@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kdforge.api import run
-from kdforge.config import load_config
+from kdforge.api import load_config, run
 from kdforge.config.schema import ExperimentConfig, MethodConfig
 from kdforge.fileio import atomic_write_text
 from kdforge.report import mean_std

@@ -27,14 +27,15 @@ STEPS = (1, 2, 5, 15)
 
 
 def child(k: int, repeats: int) -> None:
-    import kdforge.data as data
     import kdforge.models as models
-    from kdforge.config.schema import DataConfig, ModelConfig
+    from kdforge.api import build_data
+    from kdforge.config.schema import DataConfig
     from kdforge.meta import meta_gradient
+    from kdforge.models import ModelSpec
 
-    bundle = data.build(DataConfig(name="fashion_mnist", train_subset=64 * 15 + 256))
+    bundle = build_data(DataConfig(name="fashion_mnist", train_subset=64 * 15 + 256))
     torch.manual_seed(0)
-    student = models.build(ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32}), bundle.spec)
+    student = models.build(ModelSpec(name="cnn", params={"channels": [8, 16], "hidden": 32}), bundle.spec)
     xs, ys = bundle.train.x[: 64 * k].split(64), bundle.train.y[: 64 * k].split(64)
     xv, yv = bundle.train.x[-256:], bundle.train.y[-256:]
     temp = torch.tensor(2.0, requires_grad=True)

@@ -46,22 +46,23 @@ import kdforge.data as data
 import kdforge.engine.checkpoint as ckpt_mod
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.api import TeacherLogits
-from kdforge.config.schema import (
-    DataConfig, ExperimentConfig, MethodConfig, ModelConfig, OptimConfig, ScheduleConfig, TeacherConfig, TrainConfig,
-)
+from kdforge.api import TeacherLogits, build_data, settings, teacher_agreement
+from kdforge.config.schema import DataConfig, ExperimentConfig, TeacherConfig
+from kdforge.data import Batches
 from kdforge.engine import Trainer, predict, seed_everything
 from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.optim import build_scheduler
-from kdforge.methods import Setup
+from kdforge.engine.settings import LoopSettings, OptimSettings, ScheduleSettings
+from kdforge.methods import MethodSpec, Setup
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
 
 from _report import command, machine, plain_kd_loss, today, write_section  # bench/_report.py
 
-TEACHER = ModelConfig(name="cnn", params={"channels": [32, 64], "hidden": 128})
-STUDENT = ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32})
-OPTIM = OptimConfig(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4)
-SCHEDULE = ScheduleConfig(name="cosine")
+TEACHER = ModelSpec(name="cnn", params={"channels": [32, 64], "hidden": 128})
+STUDENT = ModelSpec(name="cnn", params={"channels": [8, 16], "hidden": 32})
+OPTIM = OptimSettings(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4)
+SCHEDULE = ScheduleSettings(name="cosine")
 T = 4.0
 #: The engine's settings before this benchmark (every extra on, every epoch): the base of the toggles.
 BASE = dict(eval_every=1, checkpoint_every=1, tensorboard=True, progress=True, log_every=50)
@@ -94,8 +95,8 @@ def make_cfg(args, method: str, out: Path, teacher_path: Path | None, epochs: in
     return ExperimentConfig(
         name=f"bench-{method}", output_dir=str(out),
         data=DataConfig(name="fashion_mnist", train_subset=args.subset, val_fraction=args.val_fraction, batch_size=128),
-        student=STUDENT, teacher=teacher, method=MethodConfig(name=method), optim=OPTIM, schedule=SCHEDULE,
-        train=TrainConfig(epochs=epochs, **train))
+        student=STUDENT, teacher=teacher, method=MethodSpec(name=method), optim=OPTIM, schedule=SCHEDULE,
+        train=LoopSettings(epochs=epochs, **train))
 
 
 def plain_run(bundle, epochs: int, teacher=None) -> float:
@@ -162,14 +163,14 @@ def components(args, bundle, teacher, teacher_path: Path, tmp: Path) -> dict[str
     n = args.component_repeats
     res: dict[str, list[float]] = {}
     cfg = make_cfg(args, "ce", tmp / "c", None, args.epochs, **BASE)
-    res["data build (data.build, Fashion-MNIST from IDX files)"] = timeit(lambda: data.build(cfg.data), 3)
+    res["data build (data.build, Fashion-MNIST from IDX files)"] = timeit(lambda: build_data(cfg.data), 3)
 
     def build_trainer(method: str = "ce", run_dir: Path = tmp / "t"):
         seed_everything(0)
         student = models.build(STUDENT, bundle.spec)
         source = LiveTeacher(teacher) if method != "ce" else None
-        m = methods.build(MethodConfig(name=method), student, source, Setup.for_data(bundle.spec, bundle.train))
-        return Trainer(m, bundle, cfg.recipe, run_dir, 128, 1000)
+        m = methods.build(MethodSpec(name=method), student, source, Setup.for_data(bundle.spec, bundle.train))
+        return Trainer(m, Batches(bundle, 128), settings.recipe(cfg.recipe), run_dir, eval_batch_size=1000)
 
     res["student + method + Trainer build"] = timeit(build_trainer, n)
     res["teacher load (models.load_model_with_info)"] = timeit(lambda: models.load_model_with_info(teacher_path), n)
@@ -178,16 +179,16 @@ def components(args, bundle, teacher, teacher_path: Path, tmp: Path) -> dict[str
     res["test evaluation, student (10000 samples)"] = timeit(lambda: trainer._evaluate("test"), n)
     memo = TeacherLogits()
     kd_trainer = build_trainer("kd", tmp / "kd")
-    kd_trainer.extra_metrics = memo.metrics_fn("t", teacher, bundle, 1000, torch.device("cpu"))
+    kd_trainer.extra_metrics = teacher_agreement(memo, "t", teacher, bundle, 1000, torch.device("cpu"))
     kd_trainer._evaluate("val")  # fills the memo: what follows is the per-epoch cost with agreement/KL
     res["validation + agreement/KL, memo warm"] = timeit(lambda: kd_trainer._evaluate("val"), n)
     res["teacher val+test logits (once per run)"] = timeit(  # seconds each: 3 repeats are enough
         lambda: [predict(teacher, s, 1000, torch.device("cpu")) for s in (bundle.val, bundle.test)], 3, warmup=0)
 
     # checkpoint: the whole _save, and its parts through wrappers on the module's own names
-    parts: dict[str, list[float]] = {"safetensors save_file": [0.0], "sha256 (2 files)": [0.0],
+    parts: dict[str, list[float]] = {"weights: safetensors + sha256 (write_tensors)": [0.0], "sha256 (state.pt)": [0.0],
                                      "fsync (3 files)": [0.0], "latest.json (atomic write + fsync)": [0.0]}
-    originals = {k: getattr(ckpt_mod, k) for k in ("save_file", "sha256_of", "_fsync_dir_files", "atomic_write_text")}
+    originals = {k: getattr(ckpt_mod, k) for k in ("write_tensors", "sha256_of", "_fsync_dir_files", "atomic_write_text")}
 
     def wrap(name: str, key: str):
         def timed(*a, **kw):
@@ -297,14 +298,14 @@ def main() -> None:
     t_all = time.perf_counter()
     shutil.rmtree(args.root, ignore_errors=True)
     args.root.mkdir(parents=True)
-    bundle = data.build(make_cfg(args, "ce", args.root, None, 1).data)
+    bundle = build_data(make_cfg(args, "ce", args.root, None, 1).data)
     print(f"train {len(bundle.train)}, val {len(bundle.val)}, test {len(bundle.test)} samples", flush=True)
     seed_everything(0)
     teacher = models.build(TEACHER, bundle.spec).eval()  # untrained: step and evaluation cost do not depend on it
     teacher_path = args.root / "teacher"
     models.save_model(teacher_path, teacher, TEACHER, bundle.spec)
     e = args.epochs
-    defaults = TrainConfig(epochs=e)
+    defaults = LoopSettings(epochs=e)
     new = ", ".join(f"{k} {getattr(defaults, k)}" for k in BASE if getattr(defaults, k) != BASE[k]) or "= base"
     ce_variants: dict[str, dict[str, Any] | None] = {
         "plain loop": None,
@@ -314,13 +315,13 @@ def main() -> None:
         f"checkpoint_every {e}": {**BASE, "checkpoint_every": e},
         "progress off": {**BASE, "progress": False},
         "all four off": {**BASE, "tensorboard": False, "eval_every": e, "checkpoint_every": e, "progress": False},
-        f"TrainConfig defaults ({new})": {},
+        f"LoopSettings defaults ({new})": {},
     }
     kd_variants: dict[str, dict[str, Any] | None] = {
         "plain loop": None, "base": BASE,
         "all four off": {**BASE, "tensorboard": False, "eval_every": args.kd_epochs,
                          "checkpoint_every": args.kd_epochs, "progress": False},
-        f"TrainConfig defaults ({new})": {},
+        f"LoopSettings defaults ({new})": {},
     }
     plain_run(bundle, 1)  # warm-up: allocator, kernels
     with tempfile.TemporaryDirectory(dir=args.root) as tmp:

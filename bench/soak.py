@@ -19,11 +19,15 @@ from pathlib import Path
 
 from _report import command, machine, today, write_section
 
-import kdforge.data as data
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.config.schema import DataConfig, MethodConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
+from kdforge.data import Batches
 from kdforge.engine import Trainer, seed_everything
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
+from kdforge.methods import MethodSpec
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,13 +77,13 @@ class Recorder:
 
 
 def soak(minutes: float, every: float) -> list[tuple[float, int, float, float]]:
-    bundle = data.build(DataConfig(name="fashion_mnist", train_subset=12000, test_subset=2000))
+    bundle = build_data(DataConfig(name="fashion_mnist", train_subset=12000, test_subset=2000))
     seed_everything(0)
-    teacher = models.build(ModelConfig(name="cnn", params={"channels": [32, 64], "hidden": 128}), bundle.spec)
-    student = models.build(ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32}), bundle.spec)
-    method = methods.build(MethodConfig(name="kd"), student, LiveTeacher(teacher),
+    teacher = models.build(ModelSpec(name="cnn", params={"channels": [32, 64], "hidden": 128}), bundle.spec)
+    student = models.build(ModelSpec(name="cnn", params={"channels": [8, 16], "hidden": 32}), bundle.spec)
+    method = methods.build(MethodSpec(name="kd"), student, LiveTeacher(teacher),
                            methods.Setup.for_data(bundle.spec, bundle.train))
-    recipe = RecipeConfig(optim=OptimConfig(lr=0.05), train=TrainConfig(
+    recipe = Recipe(optim=OptimSettings(lr=0.05), train=LoopSettings(
         epochs=1_000_000, progress=False, checkpoint_steps=50, log_every=10))
     deadline = time.perf_counter() + 60 * minutes
 
@@ -88,7 +92,7 @@ def soak(minutes: float, every: float) -> list[tuple[float, int, float, float]]:
             raise Done
 
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(method, bundle, recipe, run_dir, batch_size=128, callbacks=[time_up])
+        trainer = Trainer(method, Batches(bundle, 128), recipe, run_dir, callbacks=[time_up])
         recorder = Recorder(method, every).start()
         try:
             trainer.fit()

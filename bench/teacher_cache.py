@@ -29,21 +29,24 @@ import torch.nn.functional as F
 import kdforge.data as data
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.config.schema import (AugmentConfig, DataConfig, MethodConfig, ModelConfig, OptimConfig, RecipeConfig,
-                                   TeacherCacheConfig, TrainConfig)
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
+from kdforge.data import AugmentSettings, Batches
 from kdforge.engine import Trainer, seed_everything
-from kdforge.methods import Setup
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
+from kdforge.methods import MethodSpec, Setup
+from kdforge.models import ModelSpec
 from kdforge.teachers import CachedTeacher, LiveTeacher
-from kdforge.teachers.cache import CacheRequest, open_or_build
+from kdforge.teachers.cache import CacheRequest, CacheSettings, RecordedViews, open_or_build
 
 from _report import command, machine, peak_rss, plain_kd_loss, reset_peak_rss, today, write_section  # bench/_report.py
 
 SETUPS = {
-    "fashion_mnist": dict(data="fashion_mnist", subset=20000, augment=AugmentConfig(),
-                          teacher=ModelConfig(name="cnn", params={"channels": [32, 64], "hidden": 128}),
-                          student=ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32})),
-    "cifar10": dict(data="cifar10", subset=1000, augment=AugmentConfig(crop_padding=4, flip=True),
-                    teacher=ModelConfig(name="resnet32x4"), student=ModelConfig(name="resnet8x4")),
+    "fashion_mnist": dict(data="fashion_mnist", subset=20000, augment=AugmentSettings(),
+                          teacher=ModelSpec(name="cnn", params={"channels": [32, 64], "hidden": 128}),
+                          student=ModelSpec(name="cnn", params={"channels": [8, 16], "hidden": 32})),
+    "cifar10": dict(data="cifar10", subset=1000, augment=AugmentSettings(crop_padding=4, flip=True),
+                    teacher=ModelSpec(name="resnet32x4"), student=ModelSpec(name="resnet8x4")),
 }
 BATCH, LR = 128, 0.05
 VARIANTS = ["plain CE", "plain KD (cached logits)", "kdforge CE", "kdforge KD, live teacher",
@@ -54,13 +57,13 @@ class Bench:
     def __init__(self, name: str, workdir: Path, plain_logits: bool = True) -> None:
         s = SETUPS[name]
         self.name, self.setup = name, s
-        self.bundle = data.build(DataConfig(name=s["data"], train_subset=s["subset"], batch_size=BATCH))
+        self.bundle = build_data(DataConfig(name=s["data"], train_subset=s["subset"], batch_size=BATCH))
         seed_everything(0)
         self.teacher = models.build(s["teacher"], self.bundle.spec).eval()  # untrained: costs the same
         self.caches = {}
         self.build_s = {}
-        for label, cfg in (("cache fp16", TeacherCacheConfig(path=str(workdir / f"{name}-full"))),
-                           ("cache top-5", TeacherCacheConfig(path=str(workdir / f"{name}-top5"), storage="topk", k=5))):
+        for label, cfg in (("cache fp16", CacheSettings(path=str(workdir / f"{name}-full"))),
+                           ("cache top-5", CacheSettings(path=str(workdir / f"{name}-top5"), storage="topk", k=5))):
             source = CachedTeacher(LiveTeacher(self.teacher), cfg)
             t0 = time.perf_counter()
             cache = open_or_build(source, self.bundle, CacheRequest(cfg, s["augment"], ("train",), (), BATCH, 0),
@@ -98,12 +101,13 @@ class Bench:
         elif "cache" in variant:
             cfg, views = self.caches[variant.removeprefix("kdforge KD, ")]
             source = CachedTeacher(LiveTeacher(self.teacher), cfg)
-        method = methods.build(MethodConfig(name="ce" if source is None else "kd"), student, source,
+        method = methods.build(MethodSpec(name="ce" if source is None else "kd"), student, source,
                                Setup.for_data(self.bundle.spec, self.bundle.train))
         if views is not None:
             source.attach(views, self.bundle.spec.num_classes)
-        recipe = RecipeConfig(optim=OptimConfig(lr=LR), train=TrainConfig(epochs=1, progress=False, tensorboard=False))
-        trainer = Trainer(method, self.bundle, recipe, run_dir, BATCH, augment=self.setup["augment"], views=views)
+        recipe = Recipe(optim=OptimSettings(lr=LR), train=LoopSettings(epochs=1, progress=False, tensorboard=False))
+        trainer = Trainer(method, Batches(self.bundle, BATCH, self.setup["augment"],
+                                          None if views is None else RecordedViews(views)), recipe, run_dir)
         start = time.perf_counter()
         trainer.train_epoch(epoch, 0, None)
         elapsed = time.perf_counter() - start

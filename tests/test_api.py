@@ -7,19 +7,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import kdforge
-from kdforge.api import as_split
+from kdforge.api import as_split, parse_config
 from kdforge.compare import compare
-from kdforge.config import parse_config
-from kdforge.data import build
-from kdforge.config.schema import DataConfig
 from kdforge.demo import preset
 from kdforge.errors import CheckpointError, ConfigError
 from kdforge.losses import kd_loss
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build(DataConfig(name="digits"))
 
 
 class Tiny(nn.Module):  # a user's own module: nothing registered

@@ -7,15 +7,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdforge.api import build_teacher_cache, prepare_teacher, run
+from kdforge.api import build_data, build_teacher_cache, load_config, prepare_teacher, run, settings
 from kdforge.cli import main
-from kdforge.config import load_config
 from kdforge.config.schema import AugmentConfig
-from kdforge.data import BatchIterator, build
+from kdforge.data import BatchIterator
 from kdforge.data.augment import replay_samples
 from kdforge.errors import CacheError, ConfigError
-from kdforge.teachers import LiveTeacher, TeacherCache
-from kdforge.teachers.cache import _spread
+from kdforge.teachers import LiveTeacher
+from kdforge.teachers.cache import RecordedViews, TeacherCache
+from kdforge.teachers.cache.store import _spread
 
 CONFIG = Path(__file__).parents[1] / "configs" / "digits_kd.yaml"
 # Every augmentation op on (digits are 8x8 images): crops, flips, and mixup and cutmix batches, some unmixed.
@@ -24,8 +24,8 @@ AUG = ["data.augment.crop_padding=1", "data.augment.flip=true", "data.augment.mi
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("teachers")
+def store(teacher_store: Path) -> Path:
+    return teacher_store
 
 
 def _cfg(store: Path, tmp: Path, *extra: str):
@@ -63,13 +63,13 @@ def test_views_are_replayed_for_any_seed_and_batch(store: Path, tmp_path: Path) 
     cfg = _cfg(store, tmp_path, "teacher.cache.epochs=2", "teacher.cache.dtype=float32",
                "teacher.cache.shard_rows=500", f"teacher.cache.path={tmp_path / 'cache'}")  # 3 shards per epoch
     cache = build_teacher_cache(cfg)
-    bundle = build(cfg.data)
+    bundle = build_data(cfg.data)
     teacher = LiveTeacher(prepare_teacher(cfg, bundle))
-    loader = BatchIterator(bundle.train, 37, 10, cfg.data.augment, seed=11, views=cache)
+    loader = BatchIterator(bundle.train, 37, 10, settings.augment(cfg.data.augment), seed=11, views=RecordedViews(cache))
     mixed = 0
     for epoch in (1, 2):  # 2 cycles back to recorded epoch 0
         for batch in loader.epoch(epoch):
-            assert int(batch.params["view_epoch"]) == epoch % 2
+            assert batch.view_epoch == epoch % 2
             assert torch.equal(batch.x, replay_samples(bundle.train.x, batch.index, batch.params))
             recorded = cache.outputs("train", epoch % 2, batch.index, (), 10, "uniform").logits
             torch.testing.assert_close(teacher.outputs(batch).logits, recorded, atol=1e-4, rtol=1e-4)
@@ -80,8 +80,8 @@ def test_views_are_replayed_for_any_seed_and_batch(store: Path, tmp_path: Path) 
 def test_cycle_or_live_past_the_recorded_epochs(store: Path, tmp_path: Path) -> None:
     cfg = _cfg(store, tmp_path, f"teacher.cache.path={tmp_path / 'cache'}", "teacher.cache.epochs=2")
     build_teacher_cache(cfg)
-    cycling, live = TeacherCache(tmp_path / "cache"), TeacherCache(tmp_path / "cache", after="live")
-    assert cycling.covers("train", 5) and int(cycling.params("train", 5, torch.arange(3))["view_epoch"]) == 1
+    cycling, live = RecordedViews(TeacherCache(tmp_path / "cache")), RecordedViews(TeacherCache(tmp_path / "cache"), "live")
+    assert cycling.covers("train", 5) and cycling.view("train", 5, torch.arange(3))[0] == 1
     assert live.covers("train", 1) and not live.covers("train", 2) and not cycling.covers("unlabeled", 0)
     out = run(_cfg(store, tmp_path / "r", "teacher.source=cache", f"teacher.cache.path={tmp_path / 'cache'}",
                    "teacher.cache.epochs=2", "teacher.cache.after=live"))
@@ -135,10 +135,10 @@ def test_tapped_features_are_cached_and_their_size_is_bounded(store: Path, tmp_p
     cfg = _cfg(store, tmp_path, *fitnet)
     cache = build_teacher_cache(cfg)
     assert cache.features == ["features.7"]
-    bundle = build(cfg.data)
+    bundle = build_data(cfg.data)
     teacher = LiveTeacher(prepare_teacher(cfg, bundle))
     teacher.tap(["features.7"])
-    batch = next(BatchIterator(bundle.train, 64, 10, cfg.data.augment, seed=0, views=cache).epoch(0))
+    batch = next(BatchIterator(bundle.train, 64, 10, settings.augment(cfg.data.augment), seed=0, views=RecordedViews(cache)).epoch(0))
     recorded = cache.outputs("train", 0, batch.index, ["features.7"], 10, "uniform").features["features.7"]
     torch.testing.assert_close(teacher.outputs(batch).features["features.7"], recorded)
     with pytest.raises(ConfigError, match=r"teacher\.cache: the cache would take [\d.]+ MB \(1 tapped feature map\(s\) "
@@ -158,7 +158,7 @@ def test_distill_api_builds_and_replays_a_cache(store: Path, tmp_path: Path) -> 
     import kdforge
 
     cfg = _cfg(store, tmp_path)
-    bundle = build(cfg.data)
+    bundle = build_data(cfg.data)
     teacher = prepare_teacher(cfg, bundle)
     student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     options = kdforge.TeacherCacheConfig(path=str(tmp_path / "cache"), epochs=2)

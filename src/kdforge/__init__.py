@@ -10,7 +10,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "distill": "kdforge.api", "run": "kdforge.api", "load_config": "kdforge.config",
+    "distill": "kdforge.api", "run": "kdforge.api", "load_config": "kdforge.api",
     "load_model": "kdforge.models", "save_model": "kdforge.models",
     "OptimConfig": "kdforge.config", "ScheduleConfig": "kdforge.config", "AugmentConfig": "kdforge.config",
     "TeacherCacheConfig": "kdforge.config", "build_teacher_cache": "kdforge.api", "FitResult": "kdforge.engine",

@@ -170,7 +170,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
 
 def _analyze(args: argparse.Namespace) -> None:
     from kdforge.analysis import study
-    from kdforge.config import load_config
+    from kdforge.api import load_config
 
     if args.analysis == "linear":
         study.linear_study(args.out, args.lambdas, batches=args.batches)
@@ -193,28 +193,22 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from kdforge.api import prepare_teacher, run, teacher_dir
-    from kdforge.config import load_config
-    from kdforge.data import build
-    from kdforge.engine import evaluate, resolve_device
+    from kdforge.api import ensure_teacher, load_config, run
 
     overrides = list(args.overrides)
     if args.teacher:
         cfg = load_config(args.config, overrides)
         if cfg.teacher is None:
             raise KdforgeError(f"{args.config} has no teacher section to train")
-        bundle = build(cfg.data)
-        teacher = prepare_teacher(cfg, bundle)
-        top1 = evaluate(teacher, bundle.test, cfg.data.eval_batch_size, resolve_device(cfg.train.device))["top1"]
-        print(f"teacher {cfg.teacher.model.name}: test top-1 {top1:.2%} -> {teacher_dir(cfg)}")
+        teacher = ensure_teacher(cfg)
+        print(f"teacher {teacher['model']}: test top-1 {teacher['test']['top1']:.2%} -> {teacher['dir']}")
         return
     cfg = load_config(args.config, ["method.name=ce", "method.params={}", *overrides])
     _print_summary(run(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
 def _distill(args: argparse.Namespace) -> None:
-    from kdforge.api import run
-    from kdforge.config import load_config
+    from kdforge.api import load_config, run
 
     _print_summary(run(load_config(args.config, args.overrides), resume=args.resume, overwrite=args.overwrite))
 
@@ -227,7 +221,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from kdforge.compare import compare
-    from kdforge.config import load_config
+    from kdforge.api import load_config
 
     cfg = load_config(args.config, args.overrides)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -237,24 +231,12 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _cache(args: argparse.Namespace) -> None:
-    from kdforge.errors import CacheError
-    from kdforge.teachers.cache import TeacherCache, describe
+    from kdforge.api import build_teacher_cache, cache_info, load_config
 
     if args.cache_command == "build":
-        from kdforge.api import build_teacher_cache
-        from kdforge.config import load_config
-
-        cache = build_teacher_cache(load_config(args.config, args.overrides), rebuild=args.rebuild)
-        print(describe(cache))
-        return
-    cache = TeacherCache(args.path)
-    print(describe(cache))
-    if args.verify:
-        bad = cache.verify()
-        if bad:
-            raise CacheError(f"{len(bad)} damaged or missing shard(s): {', '.join(bad)}; rebuild the cache "
-                             "(kdforge cache build CONFIG --rebuild)")
-        print("every shard matches its sha256")
+        print(cache_info(build_teacher_cache(load_config(args.config, args.overrides), rebuild=args.rebuild)))
+    else:
+        print(cache_info(args.path, verify=args.verify))
 
 
 def _search(args: argparse.Namespace) -> None:

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kdforge.data as data_mod
-import kdforge.methods as methods_mod
-from kdforge.api import teacher_logits_dir, prepare_teacher, run, teacher_dir
+from kdforge.api import build_data, check_method, prepare_teacher, run, teacher_dir, teacher_logits_dir
 from kdforge.teachers.logits import TeacherLogits
 from kdforge.config.schema import ExperimentConfig, MethodConfig
+from kdforge.data import DataBundle
 from kdforge.engine import resolve_device
 from kdforge.engine.metrics import classification_metrics
 from kdforge.errors import ConfigError, require_extra
@@ -28,7 +27,7 @@ class Comparison:
 def method_config(cfg: ExperimentConfig, name: str) -> MethodConfig:
     """The config's own method params where it names this method, the method's defaults otherwise."""
     method = cfg.method if cfg.method.name == name else MethodConfig(name=name)
-    methods_mod.validate_params(method)  # every method's params are checked before the first run starts
+    check_method(method)  # every method's params are checked before the first run starts
     return method
 
 
@@ -43,9 +42,9 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
         raise ConfigError("--methods names no method; give registered names separated by commas, e.g. ce,kd,wsl")
     chosen = [method_config(cfg, name) for name in methods]
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
-    bundle = data_mod.build(cfg.data)  # one data set for every run: the split does not depend on the seed
+    bundle = build_data(cfg.data)  # one data set for every run: the split does not depend on the seed
     for method in chosen:  # every method's data check before the teacher or any run is trained
-        methods_mod.check_data(method, bundle)
+        check_method(method, bundle)
     rows = []
     teacher_logits = TeacherLogits(teacher_logits_dir())  # the teacher's val/test logits, once for every run below
     if cfg.teacher is not None:
@@ -61,7 +60,7 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
     return _write(out, cfg, rows, summaries)
 
 
-def teacher_row(cfg: ExperimentConfig, bundle: data_mod.DataBundle, teacher_logits: TeacherLogits) -> dict[str, Any]:
+def teacher_row(cfg: ExperimentConfig, bundle: DataBundle, teacher_logits: TeacherLogits) -> dict[str, Any]:
     """The teacher's own test metrics as a table row (its logits memoized in `teacher_logits`)."""
     assert cfg.teacher is not None
     teacher = prepare_teacher(cfg, bundle)

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from kdforge.compare import Comparison, compare
-from kdforge.config.load import parse_config
+from kdforge.api import parse_config
 
 METHODS = ["ce", "kd", "wsl"]
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import kdforge.data as data_mod
 import kdforge.models as models
+from kdforge.api import build_data
 from kdforge.config.schema import DataConfig
 from kdforge.engine import evaluate, resolve_device
 from kdforge.errors import CheckpointError
@@ -16,7 +16,7 @@ def evaluate_saved(path: str | Path, data: str, root: str | None = None, split: 
     if not (path / "model.json").exists() and (path / "student" / "model.json").exists():
         path = path / "student"
     model, _, spec, _ = models.load_model_with_info(path)
-    bundle = data_mod.build(DataConfig(name=data, root=root))
+    bundle = build_data(DataConfig(name=data, root=root))
     if spec.input_shape != bundle.spec.input_shape or spec.num_classes != bundle.spec.num_classes:
         raise CheckpointError(f"{path} expects inputs {spec.input_shape} and {spec.num_classes} classes; "
                               f"{data} has {bundle.spec.input_shape} and {bundle.spec.num_classes}")

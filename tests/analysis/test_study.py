@@ -11,7 +11,7 @@ import yaml
 
 from kdforge.analysis.study import ensemble_parts, parse_variants
 from kdforge.cli import main
-from kdforge.config import parse_config
+from kdforge.api import parse_config
 from kdforge.demo import preset
 from kdforge.errors import ConfigError
 

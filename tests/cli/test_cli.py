@@ -5,8 +5,10 @@ import sys
 import pytest
 import yaml
 
+from kdforge.api import build_data
 from kdforge.cli import main
 from kdforge.demo import preset
+from kdforge.models import ModelSpec
 
 
 def _config(tmp_path, **changes):
@@ -45,12 +47,10 @@ def test_truncated_checkpoint_on_eval(tmp_path, capsys):
     import torch
 
     import kdforge.models as models
-    from kdforge.config.schema import ModelConfig
-    from kdforge.data import build
     from kdforge.config.schema import DataConfig
 
-    spec = build(DataConfig(name="digits")).spec
-    folder = models.save_model(tmp_path / "m", models.build(ModelConfig(name="mlp"), spec), ModelConfig(name="mlp"),
+    spec = build_data(DataConfig(name="digits")).spec
+    folder = models.save_model(tmp_path / "m", models.build(ModelSpec(name="mlp"), spec), ModelSpec(name="mlp"),
                                spec)
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
@@ -76,12 +76,12 @@ def _one_line_error(out) -> str:
     return lines[0]
 
 
-def test_a_refused_rerun_changes_nothing_in_the_earlier_run(tmp_path, capsys):
+def test_a_refused_rerun_changes_nothing_in_the_earlier_run(tmp_path, capsys, teacher_store):
     from support import tree_digest
 
     run_dir = tmp_path / "run"
     cfg = _config(tmp_path)
-    args = ["distill", cfg, f"output_dir={run_dir}", "train.epochs=1", f"teacher.store_dir={tmp_path / 't'}",
+    args = ["distill", cfg, f"output_dir={run_dir}", "train.epochs=1", f"teacher.store_dir={teacher_store}",
             "teacher.recipe.train.epochs=1"]
     assert _run(capsys, *args)[0] == 0
     before = tree_digest(run_dir)
@@ -99,11 +99,11 @@ def test_output_dir_templates_fill_only_name_and_seed(tmp_path, capsys, template
     assert code == 2 and needle in _one_line_error(out)
 
 
-def test_compare_refuses_to_replace_an_earlier_comparison(tmp_path, capsys):
+def test_compare_refuses_to_replace_an_earlier_comparison(tmp_path, capsys, teacher_store):
     from support import tree_digest
 
     args = ["compare", _config(tmp_path), "--seeds", "1", "--methods", "ce", "--out", tmp_path / "cmp",
-            "train.epochs=1", f"teacher.store_dir={tmp_path / 't'}", "teacher.recipe.train.epochs=1"]
+            "train.epochs=1", f"teacher.store_dir={teacher_store}", "teacher.recipe.train.epochs=1"]
     assert _run(capsys, *args)[0] == 0
     before = tree_digest(tmp_path / "cmp")
     code, out = _run(capsys, *args)

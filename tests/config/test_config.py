@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from kdforge.config import apply_overrides, load_config, parse_config
+from kdforge.api import load_config, parse_config
+from kdforge.config import apply_overrides
 from kdforge.demo import preset
 from kdforge.errors import ConfigError
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from kdforge.config.schema import AugmentConfig
-from kdforge.data import BatchIterator, iter_eval
+from kdforge.data import AugmentSettings, BatchIterator, iter_eval
 from kdforge.data.augment import augment, draw, flip, mixed_target, replay, replay_samples, shift
-from kdforge.data.loader import epoch_seed
+from kdforge.data.seeds import epoch_seed
 from kdforge.data.types import Split
 
-ALL_ON = AugmentConfig(crop_padding=3, flip=True, mixup_alpha=0.4, cutmix_alpha=1.0)
+ALL_ON = AugmentSettings(crop_padding=3, flip=True, mixup_alpha=0.4, cutmix_alpha=1.0)
 
 
 def _images(b: int = 16, c: int = 3, h: int = 8, w: int = 10) -> torch.Tensor:
@@ -31,12 +29,12 @@ def test_flip_twice_is_identity() -> None:
 def test_shift_zero_is_identity_and_padding_zero_draws_no_crop() -> None:
     x = _images()
     assert torch.equal(shift(x, torch.zeros(16, 2, dtype=torch.long)), x)
-    assert "crop_shift" not in draw(AugmentConfig(crop_padding=0), x.shape, _gen())
+    assert "crop_shift" not in draw(AugmentSettings(crop_padding=0), x.shape, _gen())
 
 
 def test_shift_matches_crop_of_padded_image() -> None:
     x, pad = _images(), 3
-    offsets = draw(AugmentConfig(crop_padding=pad), x.shape, _gen())["crop_shift"]
+    offsets = draw(AugmentSettings(crop_padding=pad), x.shape, _gen())["crop_shift"]
     assert offsets.abs().max() <= pad
     padded = F.pad(x, (pad, pad, pad, pad))
     expected = torch.stack(
@@ -54,7 +52,7 @@ def test_replay_is_bit_identical() -> None:
 
 def test_mixup_target_and_pixels() -> None:
     x, y = _images(), torch.arange(16) % 4
-    out, target, params = augment(x, y, AugmentConfig(mixup_alpha=0.4), 4, _gen())
+    out, target, params = augment(x, y, AugmentSettings(mixup_alpha=0.4), 4, _gen())
     lam, perm = params["mix_lam"], params["mix_perm"]
     assert 0 <= float(lam) <= 1 and sorted(perm.tolist()) == list(range(16))
     assert target is not None and target.shape == (16, 4) and target.dtype == torch.float32
@@ -65,7 +63,7 @@ def test_mixup_target_and_pixels() -> None:
 def test_cutmix_lambda_is_one_minus_box_area() -> None:
     x, y = _images(), torch.arange(16) % 4
     for seed in range(8):
-        out, target, params = augment(x, y, AugmentConfig(cutmix_alpha=1.0), 4, _gen(seed))
+        out, target, params = augment(x, y, AugmentSettings(cutmix_alpha=1.0), 4, _gen(seed))
         top, left, bottom, right = params["mix_box"].tolist()
         area = (bottom - top) * (right - left) / (8 * 10)
         assert float(params["mix_lam"]) == pytest.approx(1 - area)
@@ -77,7 +75,7 @@ def test_cutmix_lambda_is_one_minus_box_area() -> None:
 
 
 def test_mix_prob_zero_never_mixes() -> None:
-    never = AugmentConfig(mixup_alpha=1, mix_prob=0)
+    never = AugmentSettings(mixup_alpha=1, mix_prob=0)
     _, target, params = augment(_images(), torch.zeros(16, dtype=torch.long), never, 2, _gen())
     assert target is None and params == {}
 
@@ -113,9 +111,9 @@ def test_batches_cover_the_split_and_replay_from_index() -> None:
     assert sorted(seen) == list(range(50))
 
 
-@pytest.mark.parametrize("cfg", [ALL_ON, AugmentConfig(crop_padding=2, mixup_alpha=0.5, mix_prob=1.0),
-                                 AugmentConfig(cutmix_alpha=1.0, mix_prob=1.0)])
-def test_per_sample_views_equal_the_batch_drawn_ones_bit_for_bit(cfg: AugmentConfig) -> None:
+@pytest.mark.parametrize("cfg", [ALL_ON, AugmentSettings(crop_padding=2, mixup_alpha=0.5, mix_prob=1.0),
+                                 AugmentSettings(cutmix_alpha=1.0, mix_prob=1.0)])
+def test_per_sample_views_equal_the_batch_drawn_ones_bit_for_bit(cfg: AugmentSettings) -> None:
     """The loader rebuilds each sample's view from per-sample params; this must give exactly what replaying the
     batch-level draw gives (the augmentation the loader drew before it worked per sample)."""
     split = _split()
@@ -149,7 +147,7 @@ def test_shards_of_a_batch_are_the_rows_of_the_one_process_batch() -> None:
 
 def test_plain_iteration_and_iter_eval() -> None:
     split = _split()
-    batches = list(BatchIterator(split, 16, 5, AugmentConfig(), seed=0, shuffle=False).epoch(0))
+    batches = list(BatchIterator(split, 16, 5, AugmentSettings(), seed=0, shuffle=False).epoch(0))
     assert torch.equal(torch.cat([b.x for b in batches]), split.x) and all(b.target is None for b in batches)
     evals = list(iter_eval(split, 16))
     xs, ys = [b.x for b in evals], [b.y for b in evals]
@@ -161,12 +159,12 @@ def test_iterator_refuses_crop_on_vectors() -> None:
     from kdforge.errors import ConfigError
 
     with pytest.raises(ConfigError, match="the training inputs"):
-        BatchIterator(Split(torch.zeros(4, 7), torch.zeros(4, dtype=torch.long)), 2, 2, AugmentConfig(flip=True), 0)
+        BatchIterator(Split(torch.zeros(4, 7), torch.zeros(4, dtype=torch.long)), 2, 2, AugmentSettings(flip=True), 0)
 
 
 def test_unlabeled_split_gives_batches_without_labels() -> None:
     split = _split().unlabel()
-    batches = list(BatchIterator(split, 16, 5, AugmentConfig(mixup_alpha=1.0), seed=0, name="unlabeled").epoch(0))
+    batches = list(BatchIterator(split, 16, 5, AugmentSettings(mixup_alpha=1.0), seed=0, name="unlabeled").epoch(0))
     assert all(b.y is None and b.target is None and b.split == "unlabeled" for b in batches)
     assert torch.equal(split.hidden_y, _split().y)  # the truth is kept for analysis, not in batches
     with pytest.raises(ValueError, match="no labels"):
@@ -178,5 +176,5 @@ def test_token_ids_refuse_every_augmentation() -> None:
 
     tokens = Split(torch.randint(2, 50, (8, 5)), torch.zeros(8, dtype=torch.long))
     with pytest.raises(ConfigError, match="mixup_alpha.*token data"):
-        BatchIterator(tokens, 4, 2, AugmentConfig(mixup_alpha=0.2), 0)
-    assert torch.equal(next(BatchIterator(tokens, 4, 2, AugmentConfig(), 0, shuffle=False).epoch(0)).x, tokens.x[:4])
+        BatchIterator(tokens, 4, 2, AugmentSettings(mixup_alpha=0.2), 0)
+    assert torch.equal(next(BatchIterator(tokens, 4, 2, AugmentSettings(), 0, shuffle=False).epoch(0)).x, tokens.x[:4])

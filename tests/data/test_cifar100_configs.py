@@ -10,12 +10,10 @@ import pytest
 import torch
 
 import cifar_files as cf
-from kdforge.api import run
-from kdforge.config import load_config
-from kdforge.config.schema import ModelConfig
+from kdforge.api import load_config, run
 from kdforge.data.sources import cifar_python
 from kdforge.data.types import DataSpec
-from kdforge.models import build
+from kdforge.models import ModelSpec, build
 from kdforge.models.convert import convert_checkpoint
 from kdforge.registry import MODELS
 
@@ -78,7 +76,7 @@ def test_a_config_runs_on_a_fake_tarball(path: Path, tmp_path: Path, monkeypatch
 def test_a_converted_repdistiller_teacher_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A checkpoint saved as RepDistiller's train_teacher.py does, converted, then used as teacher.checkpoint: its
     spec must equal the cifar100 source's, or the run refuses the teacher."""
-    teacher = build(ModelConfig(name="resnet56"), DataSpec("cifar100", (3, 32, 32), 100))
+    teacher = build(ModelSpec(name="resnet56"), DataSpec("cifar100", (3, 32, 32), 100))
     ckpt = tmp_path / "save" / "models" / "resnet56_vanilla" / "ckpt_epoch_240.pth"
     ckpt.parent.mkdir(parents=True)
     torch.save({"epoch": 240, "model": teacher.state_dict(), "accuracy": torch.tensor(72.34)}, ckpt)

@@ -18,6 +18,15 @@ from kdforge.errors import ConfigError
 NAMES = ("gaussian_noise", "gaussian_blur", "patch_shuffle")
 
 
+def test_the_schema_names_exactly_the_implemented_corruptions():
+    from typing import get_args
+
+    from kdforge.config.schema import CorruptionName
+    from kdforge.data.corruptions import CORRUPTIONS
+
+    assert set(get_args(CorruptionName)) == set(CORRUPTIONS) == set(NAMES)
+
+
 def _images(n=6, c=3, h=8, w=12, seed=0):
     return torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import kdforge.data as data
+from kdforge.api import build_data
 from kdforge.config.schema import DataConfig
 from kdforge.data.sources import imagefolder
 from kdforge.data.sources.imagefolder import ImageFolderParams
@@ -78,7 +79,7 @@ def test_registered_source_with_a_test_fraction(tmp_path: Path) -> None:
     spec, train, test = DATASETS["imagefolder"](tmp_path, {"path": "pets", "size": [6, 8], "test_fraction": 0.25})
     assert spec.name == "imagefolder" and spec.input_shape == (3, 6, 8) and spec.num_classes == 3
     assert len(train) == 9 and len(test) == 3 and sorted(test.y.tolist()) == [0, 1, 2]  # stratified
-    bundle = data.build(DataConfig(name="imagefolder", root=str(tmp_path / "pets"), val_fraction=0,
+    bundle = build_data(DataConfig(name="imagefolder", root=str(tmp_path / "pets"), val_fraction=0,
                                    params={"size": 8, "mode": "grey"}))
     assert bundle.spec.input_shape == (1, 8, 8) and len(bundle.train) + len(bundle.test) == 12
 

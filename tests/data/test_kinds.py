@@ -7,18 +7,20 @@ import torch
 
 import kdforge
 import kdforge.models as models
-from kdforge.config.schema import AugmentConfig, DataConfig, ModelConfig
-from kdforge.data import BatchIterator, build, iter_eval
+from kdforge.api import build_data
+from kdforge.config.schema import AugmentConfig, DataConfig
+from kdforge.data import AugmentSettings, BatchIterator, build, iter_eval
 from kdforge.data.sources import planetoid, text
 from kdforge.data.types import PAD_ID, UNK_ID
 from kdforge.errors import ConfigError, DataError
+from kdforge.models import ModelSpec
 
 
 @pytest.fixture(scope="module")
 def cora(data_root):
     if not (data_root / "planetoid" / "raw" / "ind.cora.x").exists():
         pytest.skip("Planetoid files absent")
-    return build(DataConfig(name="cora"))
+    return build_data(DataConfig(name="cora"))
 
 
 @pytest.mark.parametrize("prefix", ["cora", "citeseer"])
@@ -43,8 +45,8 @@ def test_cora_public_split_and_spec(cora):
 
 
 def test_random_split_counts_and_seed(data_root, cora):
-    a = build(DataConfig(name="cora", params={"split": "random", "num_per_class": 5, "seed": 1}))
-    b = build(DataConfig(name="cora", params={"split": "random", "num_per_class": 5, "seed": 2}))
+    a = build_data(DataConfig(name="cora", params={"split": "random", "num_per_class": 5, "seed": 1}))
+    b = build_data(DataConfig(name="cora", params={"split": "random", "num_per_class": 5, "seed": 2}))
     assert torch.equal(a.train.y.bincount(), torch.full((7,), 5)) and (len(a.val), len(a.test)) == (500, 1000)
     nodes = torch.cat([a.train.x, a.val.x, a.test.x])
     assert len(nodes.unique()) == len(nodes)  # disjoint
@@ -54,8 +56,8 @@ def test_random_split_counts_and_seed(data_root, cora):
 def test_graph_models_and_batches_give_logits_of_the_batch_nodes(cora):
     torch.manual_seed(0)
     for name in ("gcn", "sage", "gat", "mlp"):  # an MLP student on node features ignores the edges (GLNN)
-        model = models.build(ModelConfig(name=name), cora.spec).eval()
-        batch = next(BatchIterator(cora.train, 32, 7, AugmentConfig(), seed=0).epoch(0))
+        model = models.build(ModelSpec(name=name), cora.spec).eval()
+        batch = next(BatchIterator(cora.train, 32, 7, AugmentSettings(), seed=0).epoch(0))
         assert batch.forward(model).shape == (32, 7) and torch.equal(batch.y, cora.train.y[batch.index])
         (whole,) = list(iter_eval(cora.val, 100))  # a graph is one evaluation batch
         assert whole.forward(model).shape == (500, 7)
@@ -63,9 +65,9 @@ def test_graph_models_and_batches_give_logits_of_the_batch_nodes(cora):
 
 def test_graph_and_tokens_refuse_augmentation_and_val_fraction(cora, data_root):
     with pytest.raises(ConfigError, match="data.augment.flip applies to float tensors; graph data"):
-        build(DataConfig(name="cora", augment=AugmentConfig(flip=True)))
+        build_data(DataConfig(name="cora", augment=AugmentConfig(flip=True)))
     with pytest.raises(ConfigError, match="data.val_fraction does not apply to sst2"):
-        build(DataConfig(name="sst2", val_fraction=0.2))
+        build_data(DataConfig(name="sst2", val_fraction=0.2))
 
 
 @pytest.mark.slow
@@ -80,7 +82,7 @@ def test_gcn_on_cora_from_its_config(tmp_path, cora):
 def sst2(data_root):
     if not (data_root / "sst2" / "stsa.binary.train").exists():
         pytest.skip("SST-2 files absent")
-    return build(DataConfig(name="sst2", params={"max_len": 30}))
+    return build_data(DataConfig(name="sst2", params={"max_len": 30}))
 
 
 def test_sst2_tokens_vocab_from_train_only(sst2, data_root):
@@ -96,15 +98,15 @@ def test_sst2_tokens_vocab_from_train_only(sst2, data_root):
 
 @pytest.mark.parametrize("name", ["textcnn", "bow"])
 def test_text_models_on_token_batches(sst2, name):
-    model = models.build(ModelConfig(name=name), sst2.spec)
-    batch = next(BatchIterator(sst2.train, 16, 2, AugmentConfig(), seed=0).epoch(0))
+    model = models.build(ModelSpec(name=name), sst2.spec)
+    batch = next(BatchIterator(sst2.train, 16, 2, AugmentSettings(), seed=0).epoch(0))
     assert batch.forward(model).shape == (16, 2)
 
 
 def test_trec_has_six_classes_and_a_carved_validation_split(data_root):
     if not (data_root / "trec" / "TREC.train.all").exists():
         pytest.skip("TREC files absent")
-    trec = build(DataConfig(name="trec", val_fraction=0.1))
+    trec = build_data(DataConfig(name="trec", val_fraction=0.1))
     assert trec.spec.num_classes == 6 and (len(trec.train), len(trec.val), len(trec.test)) == (4907, 545, 500)
 
 
@@ -122,8 +124,8 @@ def test_pubmed_says_its_files_are_absent(tmp_path):
 
 # ---- label budget --------------------------------------------------------------------------------------------
 def test_label_budget_is_stratified_exact_disjoint_and_seeded():
-    full = build(DataConfig(name="digits"))
-    a = build(DataConfig(name="digits", label_budget={"labeled": 0.1, "seed": 0}))
+    full = build_data(DataConfig(name="digits"))
+    a = build_data(DataConfig(name="digits", label_budget={"labeled": 0.1, "seed": 0}))
     assert len(a.train) == round(0.1 * len(full.train)) and len(a.train) + len(a.unlabeled) == len(full.train)
     assert a.unlabeled.y is None and a.unlabeled.labeled is False
     per_class = a.train.y.bincount().float() / full.train.y.bincount().float()
@@ -132,21 +134,21 @@ def test_label_budget_is_stratified_exact_disjoint_and_seeded():
     assert not labeled & unlabeled and labeled | unlabeled == set(a.splits["train"])
     # positions refer to the source's training split: the hidden labels are the true ones
     assert torch.equal(a.unlabeled.hidden_y, full.train.y.new_tensor(
-        [int(y) for y in build(DataConfig(name="digits", val_fraction=0)).train.y[a.splits["unlabeled"]]]))
-    again = build(DataConfig(name="digits", label_budget={"labeled": 0.1, "seed": 0}))
-    other = build(DataConfig(name="digits", label_budget={"labeled": 0.1, "seed": 1}))
+        [int(y) for y in build_data(DataConfig(name="digits", val_fraction=0)).train.y[a.splits["unlabeled"]]]))
+    again = build_data(DataConfig(name="digits", label_budget={"labeled": 0.1, "seed": 0}))
+    other = build_data(DataConfig(name="digits", label_budget={"labeled": 0.1, "seed": 1}))
     assert again.splits["labeled"] == a.splits["labeled"] and other.splits["labeled"] != a.splits["labeled"]
     assert torch.equal(a.val.x, full.val.x)  # validation is cut first and does not move
 
 
 def test_label_budget_as_a_count_and_its_errors():
-    assert len(build(DataConfig(name="digits", label_budget={"labeled": 50})).train) == 50
+    assert len(build_data(DataConfig(name="digits", label_budget={"labeled": 50})).train) == 50
     with pytest.raises(ConfigError, match=r"data.label_budget.labeled=5.0 leaves class\(es\) \[.*\] without"):
-        build(DataConfig(name="digits", label_budget={"labeled": 5}))
+        build_data(DataConfig(name="digits", label_budget={"labeled": 5}))
     with pytest.raises(ConfigError, match="fraction below 1 or a whole count"):
-        build(DataConfig(name="digits", label_budget={"labeled": 20.5}))
+        build_data(DataConfig(name="digits", label_budget={"labeled": 20.5}))
     with pytest.raises(ConfigError, match="leaves no labeled or no unlabeled"):
-        build(DataConfig(name="digits", label_budget={"labeled": 100000}))
+        build_data(DataConfig(name="digits", label_budget={"labeled": 100000}))
 
 
 def test_label_budget_is_saved_with_the_run(tmp_path):
@@ -156,7 +158,7 @@ def test_label_budget_is_saved_with_the_run(tmp_path):
         "data.label_budget.labeled=0.2", "train.epochs=1", f"output_dir={tmp_path}"])
     kdforge.run(cfg)
     saved = json.loads((tmp_path / "data_splits.json").read_text())
-    assert saved["labeled"] == build(cfg.data).splits["labeled"] and saved["label_budget"]["labeled"] == 0.2
+    assert saved["labeled"] == build_data(cfg.data).splits["labeled"] and saved["label_budget"]["labeled"] == 0.2
 
 
 def test_planetoid_files_listed_in_sha256sums_load_and_tampered_ones_do_not(data_root, tmp_path):

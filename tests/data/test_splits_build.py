@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 import torch
 
+from kdforge.api import build_data
 from kdforge.config.schema import AugmentConfig, DataConfig
 from kdforge.data import build
 from kdforge.data.splits import stratified_split, subset
@@ -46,7 +47,7 @@ def _data(**kwargs: Any) -> DataConfig:
 
 
 def test_build_digits_splits_sizes_and_normalization() -> None:
-    bundle = build(_data(val_fraction=0.0))
+    bundle = build_data(_data(val_fraction=0.0))
     assert bundle.spec.input_shape == (1, 8, 8) and bundle.spec.num_classes == 10
     assert len(bundle.train) + len(bundle.test) == 1797 and len(bundle.test) == 359
     assert bundle.val is bundle.test  # documented: val_fraction 0 means "validate on test"
@@ -55,10 +56,10 @@ def test_build_digits_splits_sizes_and_normalization() -> None:
 
 
 def test_build_validation_split_is_fixed_by_split_seed_only() -> None:
-    a = build(_data(val_fraction=0.25, split_seed=7))
+    a = build_data(_data(val_fraction=0.25, split_seed=7))
     torch.manual_seed(999)
-    b = build(_data(val_fraction=0.25, split_seed=7))
-    c = build(_data(val_fraction=0.25, split_seed=8))
+    b = build_data(_data(val_fraction=0.25, split_seed=7))
+    c = build_data(_data(val_fraction=0.25, split_seed=8))
     assert torch.equal(a.val.x, b.val.x) and torch.equal(a.train.y, b.train.y)
     assert not torch.equal(a.val.x, c.val.x)
     assert len(a.train) + len(a.val) == 1438
@@ -66,35 +67,35 @@ def test_build_validation_split_is_fixed_by_split_seed_only() -> None:
 
 
 def test_build_subsets() -> None:
-    bundle = build(_data(train_subset=200, test_subset=50, val_fraction=0.1))
+    bundle = build_data(_data(train_subset=200, test_subset=50, val_fraction=0.1))
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (180, 20, 50)
 
 
 def test_empty_validation_split_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="data.val_fraction"):
-        build(_data(train_subset=3, val_fraction=0.1))
+        build_data(_data(train_subset=3, val_fraction=0.1))
 
 
 def test_gaussian_params_and_errors() -> None:
-    bundle = build(DataConfig(name="gaussian", params={"dim": 5, "num_classes": 3, "n_train": 300}))
+    bundle = build_data(DataConfig(name="gaussian", params={"dim": 5, "num_classes": 3, "n_train": 300}))
     assert bundle.spec.input_shape == (5,) and bundle.spec.num_classes == 3
     assert len(bundle.train) + len(bundle.val) == 300
     with pytest.raises(ConfigError, match=r"data\.params\.dims: .*allowed: n_train, n_test, dim, num_classes"):
-        build(DataConfig(name="gaussian", params={"dims": 5}))
+        build_data(DataConfig(name="gaussian", params={"dims": 5}))
     with pytest.raises(ConfigError, match=r"data\.params\.dim: "):
-        build(DataConfig(name="gaussian", params={"dim": "wide"}))
+        build_data(DataConfig(name="gaussian", params={"dim": "wide"}))
     with pytest.raises(ConfigError, match=r"data\.params\.seed: unknown parameter of data set 'digits'; allowed: none"):
-        build(_data(params={"seed": 1}))
+        build_data(_data(params={"seed": 1}))
 
 
 def test_unknown_data_set_name() -> None:
     with pytest.raises(ConfigError, match=r"data.name: unknown dataset 'digit' \(did you mean 'digits'\?\)"):
-        build(_data(name="digit"))
+        build_data(_data(name="digit"))
 
 
 @pytest.mark.parametrize("key", ["crop_padding", "flip", "cutmix_alpha"])
 def test_image_augmentations_on_vectors_are_refused(key: str) -> None:
     value = 1.0 if key == "cutmix_alpha" else (True if key == "flip" else 4)
     with pytest.raises(ConfigError, match=rf"data\.augment\.{key} applies to images; gaussian inputs"):
-        build(DataConfig(name="gaussian", augment=AugmentConfig(**{key: value})))
-    build(DataConfig(name="gaussian", augment=AugmentConfig(mixup_alpha=0.2)))  # mixup works on any input
+        build_data(DataConfig(name="gaussian", augment=AugmentConfig(**{key: value})))
+    build_data(DataConfig(name="gaussian", augment=AugmentConfig(mixup_alpha=0.2)))  # mixup works on any input

@@ -9,11 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdforge.data import Batch, DataConfig, build
-from kdforge.config.schema import ModelConfig, OptimConfig, RecipeConfig, ScheduleConfig, TrainConfig
-from kdforge.engine import Optimization, Plan, StepContext, StepOutput, Trainer, seed_everything
-from kdforge.methods import Method, MethodParams, Setup
 import kdforge.models as models
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
+from kdforge.data import AugmentSettings, Batch, Batches
+from kdforge.engine import Optimization, Plan, StepContext, StepOutput, Trainer, seed_everything
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe, ScheduleSettings
+from kdforge.methods import Method, MethodParams, Setup
+from kdforge.models import ModelSpec
 
 
 class Alternating(Method):
@@ -65,16 +68,15 @@ class Alternating(Method):
 
 def trainer(run_dir: str, epochs: int = 4, callbacks: tuple = (), checkpoint_steps: int | None = None) -> Trainer:
     """The same trainer in any process: digits, an MLP with dropout, mixup and flip on (RNG streams in use)."""
-    from kdforge.config.schema import AugmentConfig
 
-    bundle = build(DataConfig(name="digits"))
+    bundle = build_data(DataConfig(name="digits"))
     seed_everything(0)
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [32], "dropout": 0.2}), bundle.spec)
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [32], "dropout": 0.2}), bundle.spec)
     method = Alternating(student, MethodParams(), Setup.for_data(bundle.spec, bundle.train))
-    recipe = RecipeConfig(seed=0, optim=OptimConfig(name="sgd", lr=0.05), schedule=ScheduleConfig(name="cosine"),
-                          train=TrainConfig(epochs=epochs, progress=False, tensorboard=False,
+    recipe = Recipe(seed=0, optim=OptimSettings(name="sgd", lr=0.05), schedule=ScheduleSettings(name="cosine"),
+                    train=LoopSettings(epochs=epochs, progress=False, tensorboard=False,
                                             checkpoint_steps=checkpoint_steps))
-    return Trainer(method, bundle, recipe, run_dir, batch_size=64, augment=AugmentConfig(mixup_alpha=0.3),
+    return Trainer(method, Batches(bundle, 64, AugmentSettings(mixup_alpha=0.3)), recipe, run_dir,
                    callbacks=callbacks)
 
 

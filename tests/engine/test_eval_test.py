@@ -3,28 +3,29 @@ number of the run, draws no random number, and records test_* metrics exactly wh
 import pytest
 import torch
 
-import kdforge.data as data
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.config.schema import AugmentConfig, DataConfig, MethodConfig, ModelConfig, OptimConfig, RecipeConfig, \
-    TrainConfig
+from kdforge.data import AugmentSettings, Batches
 from kdforge.engine import Trainer, seed_everything
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
+from kdforge.methods import MethodSpec
+from kdforge.models import ModelSpec
 
-AUG = AugmentConfig(mixup_alpha=0.4, flip=True)  # the loader draws random numbers every batch, dropout too
+AUG = AugmentSettings(mixup_alpha=0.4, flip=True)  # the loader draws random numbers every batch, dropout too
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return data.build(DataConfig(name="digits"))
+def bundle(digits):
+    return digits
 
 
 def _fit(bundle, run_dir, eval_test: bool):
     seed_everything(0)
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [32], "dropout": 0.2}), bundle.spec)
-    method = methods.build(MethodConfig(name="ce"), student, None, methods.Setup.for_data(bundle.spec, bundle.train))
-    recipe = RecipeConfig(seed=0, optim=OptimConfig(lr=0.01),
-                          train=TrainConfig(epochs=5, eval_every=2, progress=False, eval_test=eval_test))
-    trainer = Trainer(method, bundle, recipe, run_dir, batch_size=64, augment=AUG)
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [32], "dropout": 0.2}), bundle.spec)
+    method = methods.build(MethodSpec(name="ce"), student, None, methods.Setup.for_data(bundle.spec, bundle.train))
+    recipe = Recipe(seed=0, optim=OptimSettings(lr=0.01),
+                    train=LoopSettings(epochs=5, eval_every=2, progress=False, eval_test=eval_test))
+    trainer = Trainer(method, Batches(bundle, 64, AUG), recipe, run_dir)
     result = trainer.fit()
     return trainer, result, torch.get_rng_state()
 
@@ -50,7 +51,7 @@ def test_eval_test_changes_no_number_and_records_test_where_val_is(bundle, tmp_p
 
 def test_eval_test_is_not_part_of_a_teachers_identity():
     from kdforge.api import teacher_dir
-    from kdforge.config import parse_config
+    from kdforge.api import parse_config
     from kdforge.demo import preset
 
     on = parse_config(preset(), ["teacher.recipe.train.eval_test=true"])

@@ -34,10 +34,13 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     assert not (tmp_path / LOCK).exists()
 
 
-def test_reentrant_in_one_process_and_released(tmp_path):
+def test_one_holder_even_within_a_process_and_released(tmp_path):
+    # The API is the lock's one owner (it takes it once around a run), so a second take, even by the same
+    # process, is a second run in the folder: refused.
     with RunLock(tmp_path):
-        with RunLock(tmp_path):
-            pass
+        with pytest.raises(ConfigError, match=rf"in use by process {os.getpid()}"):
+            with RunLock(tmp_path):
+                pass
         assert (tmp_path / LOCK).exists()
     assert not (tmp_path / LOCK).exists()
 

@@ -101,3 +101,18 @@ def test_mid_epoch_checkpoint_resumes_bit_identical(tmp_path):
     assert resumed.method.phases == full.method.phases and resumed.method.epochs_started == 4
     assert result.history[0] == full_result.history[1]  # the resumed epoch's record, running sums included
     assert result.test == full_result.test
+
+
+def test_an_artifact_is_written_by_the_main_process_only(tmp_path):
+    from kdforge.data import Batches, DataBundle, DataSpec, Split
+    from kdforge.engine import Plan, Runtime, StepContext
+    from kdforge.engine.settings import Recipe
+
+    split = Split(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+    batches = Batches(DataBundle(DataSpec("x", (2,), 2), split, None, None), 2)
+    main = StepContext(Plan(Recipe(), 1, 2), batches, Runtime.from_env("cpu"), {}, run_dir=tmp_path)
+    assert main.save_artifact("a.json", '{"x": 1}') == tmp_path / "a.json"
+    assert main.save_artifact("b.bin", b"\x00\x01") == tmp_path / "b.bin"
+    assert (tmp_path / "a.json").read_text() == '{"x": 1}' and (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    nowhere = StepContext(Plan(Recipe(), 1, 2), batches, Runtime.from_env("cpu"), {})
+    assert nowhere.save_artifact("c.json", "{}") is None

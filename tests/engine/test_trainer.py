@@ -2,32 +2,32 @@
 import pytest
 import torch
 
-import kdforge.data as data
 import kdforge.methods as methods
 import kdforge.models as models
-from kdforge.config.schema import (
-    AugmentConfig, DataConfig, MethodConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig,
-)
+from kdforge.data import AugmentSettings, Batches
 from kdforge.engine import Trainer, latest_checkpoint, load_checkpoint, seed_everything
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError, TrainingDiverged
+from kdforge.methods import MethodSpec
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
 from support import Stop, stop_after
 
-AUG = AugmentConfig(mixup_alpha=0.4, flip=True)  # exercises the loader's RNG as well as dropout's
+AUG = AugmentSettings(mixup_alpha=0.4, flip=True)  # exercises the loader's RNG as well as dropout's
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return data.build(DataConfig(name="digits"))
+def bundle(digits):
+    return digits
 
 
 def _trainer(bundle, run_dir, epochs=4, lr=0.01, method="ce", teacher=None, callbacks=(), grad_clip=None):
     seed_everything(0)
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [32], "dropout": 0.2}), bundle.spec)
-    distiller = methods.build(MethodConfig(name=method), student, teacher, methods.Setup.for_data(bundle.spec, bundle.train))
-    recipe = RecipeConfig(seed=0, optim=OptimConfig(lr=lr),
-                          train=TrainConfig(epochs=epochs, progress=False, grad_clip=grad_clip))
-    return Trainer(distiller, bundle, recipe, run_dir, batch_size=64, augment=AUG, callbacks=callbacks)
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [32], "dropout": 0.2}), bundle.spec)
+    distiller = methods.build(MethodSpec(name=method), student, teacher, methods.Setup.for_data(bundle.spec, bundle.train))
+    recipe = Recipe(seed=0, optim=OptimSettings(lr=lr),
+                    train=LoopSettings(epochs=epochs, progress=False, grad_clip=grad_clip))
+    return Trainer(distiller, Batches(bundle, 64, AUG), recipe, run_dir, callbacks=callbacks)
 
 
 def test_resume_ends_with_same_weights_as_uninterrupted(bundle, tmp_path):
@@ -67,7 +67,7 @@ def test_nan_guard_names_step_and_keeps_last_checkpoint(bundle, tmp_path):
 
 def test_teacher_stays_frozen_and_in_eval(bundle, tmp_path):
     seed_everything(1)
-    net = models.build(ModelConfig(name="mlp", params={"hidden": [16], "dropout": 0.5}), bundle.spec)
+    net = models.build(ModelSpec(name="mlp", params={"hidden": [16], "dropout": 0.5}), bundle.spec)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     trainer = _trainer(bundle, tmp_path, epochs=1, method="kd", teacher=LiveTeacher(net))
     trainer.fit()

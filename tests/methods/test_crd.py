@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import kdforge.models as models
-from kdforge.config.schema import MethodConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig
-from kdforge.data import DataConfig, build
+from kdforge.data import Batches
 from kdforge.engine import Trainer, latest_checkpoint, load_checkpoint, seed_everything
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError
 from kdforge.losses import crd_nce_loss
-from kdforge.methods import Setup
-from kdforge.methods import build as build_method
+from kdforge.methods import MethodSpec, Setup, build as build_method
 from kdforge.methods.crd import ContrastMemory
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -161,17 +161,12 @@ def test_negatives_other_class_without_replacement_and_uniform():
     assert torch.equal(_memory().sample(index), _memory().sample(index))
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return build(DataConfig(name="digits"))
-
-
 def _crd(digits, **params):
     torch.manual_seed(0)
-    teacher = models.build(ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 24}), digits.spec)
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [32], "dropout": 0.2}), digits.spec)
+    teacher = models.build(ModelSpec(name="cnn", params={"channels": [8, 16], "hidden": 24}), digits.spec)
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [32], "dropout": 0.2}), digits.spec)
     params = {"student_layer": "4:input", "teacher_layer": "head.3:input", "feat_dim": 16, "nce_k": 64, **params}
-    return build_method(MethodConfig(name="crd", params=params), student, LiveTeacher(teacher),
+    return build_method(MethodSpec(name="crd", params=params), student, LiveTeacher(teacher),
                         Setup.for_data(digits.spec, digits.train))
 
 
@@ -214,18 +209,18 @@ def test_bad_config(digits):
     unlabeled = Setup(digits.spec, Setup.for_data(digits.spec, digits.train).example, train_size=len(digits.train))
     torch.manual_seed(0)
     with pytest.raises(ConfigError, match=r"method\.params\.negatives: .*use negatives: uniform"):
-        build_method(MethodConfig(name="crd", params={"student_layer": "4:input", "teacher_layer": "4:input"}),
-                     models.build(ModelConfig(name="mlp", params={"hidden": [32]}), digits.spec),
-                     LiveTeacher(models.build(ModelConfig(name="mlp", params={"hidden": [32]}), digits.spec)),
+        build_method(MethodSpec(name="crd", params={"student_layer": "4:input", "teacher_layer": "4:input"}),
+                     models.build(ModelSpec(name="mlp", params={"hidden": [32]}), digits.spec),
+                     LiveTeacher(models.build(ModelSpec(name="mlp", params={"hidden": [32]}), digits.spec)),
                      unlabeled)
 
 
 def _trainer(digits, run_dir, callbacks=()):
     seed_everything(0)
     method = _crd(digits)
-    recipe = RecipeConfig(seed=0, optim=OptimConfig(name="sgd", lr=0.05),
-                          train=TrainConfig(epochs=3, progress=False, tensorboard=False))
-    return Trainer(method, digits, recipe, run_dir, batch_size=128, callbacks=callbacks)
+    recipe = Recipe(seed=0, optim=OptimSettings(name="sgd", lr=0.05),
+                    train=LoopSettings(epochs=3, progress=False, tensorboard=False))
+    return Trainer(method, Batches(digits, 128), recipe, run_dir, callbacks=callbacks)
 
 
 def test_stopped_after_the_first_epoch_and_resumed_ends_bit_identical(digits, tmp_path):

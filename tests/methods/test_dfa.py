@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 
 import kdforge.models as models
-from kdforge.config.schema import MethodConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig
-from kdforge.data import DataConfig, build
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
+from kdforge.data import Batches
 from kdforge.engine import Trainer, seed_everything
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError
 from kdforge.losses import aggregate_features, hint_loss
-from kdforge.methods import Setup
-from kdforge.methods import build as build_method
+from kdforge.methods import MethodSpec, Setup, build as build_method
 from kdforge.methods.dfa import AGGREGATION_FILE
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
 
 from support import full_and_resumed
@@ -30,22 +32,22 @@ STAGES = [{"student_layer": "features.3", "teacher_layers": ["features.0", "feat
 
 @pytest.fixture(scope="module")
 def digits():
-    return build(DataConfig(name="digits", val_fraction=0.2, train_subset=400))
+    return build_data(DataConfig(name="digits", val_fraction=0.2, train_subset=400))
 
 
 def _dfa(digits, teacher=None, **params):
     seed_everything(0)
-    teacher = teacher or LiveTeacher(models.build(ModelConfig(name="cnn", params={"channels": [16, 32]}), digits.spec))
-    student = models.build(ModelConfig(name="cnn", params={"channels": [4, 8], "hidden": 16}), digits.spec)
-    cfg = MethodConfig(name="dfa", params={"stages": STAGES, "arch_lr": 0.05, **params})
+    teacher = teacher or LiveTeacher(models.build(ModelSpec(name="cnn", params={"channels": [16, 32]}), digits.spec))
+    student = models.build(ModelSpec(name="cnn", params={"channels": [4, 8], "hidden": 16}), digits.spec)
+    cfg = MethodSpec(name="dfa", params={"stages": STAGES, "arch_lr": 0.05, **params})
     return build_method(cfg, student, teacher, Setup.for_data(digits.spec, digits.train))
 
 
 def _trainer(digits, run_dir, epochs=3, callbacks=(), **params) -> Trainer:
     method = _dfa(digits, **{"search_epochs": 2, **params})
-    recipe = RecipeConfig(seed=0, optim=OptimConfig(name="sgd", lr=0.05),
-                          train=TrainConfig(epochs=epochs, progress=False, tensorboard=False))
-    return Trainer(method, digits, recipe, run_dir, batch_size=64, callbacks=callbacks)
+    recipe = Recipe(seed=0, optim=OptimSettings(name="sgd", lr=0.05),
+                    train=LoopSettings(epochs=epochs, progress=False, tensorboard=False))
+    return Trainer(method, Batches(digits, 64), recipe, run_dir, callbacks=callbacks)
 
 
 def test_stages_build_connectors_to_the_stage_outputs(digits):
@@ -123,7 +125,7 @@ def test_a_saved_aggregation_starts_a_run_with_no_search(digits, tmp_path):
     assert torch.allclose(m.derived, torch.tensor([v for s in saved["stages"] for v in s["weights"]]))
     other = dict(STAGES[0], teacher_layers=["features.3"])
     with pytest.raises(ConfigError, match=r"method\.params\.aggregation: .* aggregates teacher layers"):
-        build_method(MethodConfig(name="dfa", params={"stages": [other], "aggregation": str(path)}),
+        build_method(MethodSpec(name="dfa", params={"stages": [other], "aggregation": str(path)}),
                      m.student, m.teacher, m.setup)
     with pytest.raises(ConfigError, match=r"method\.params\.aggregation: cannot read"):
         _dfa(digits, aggregation=str(tmp_path / "missing.json"))
@@ -141,9 +143,11 @@ def test_bad_inputs_are_one_line_config_errors(digits, tmp_path):
     bad = [{"student_layer": "features.7", "teacher_layers": ["features.0", "features.7"]}]  # 16 vs 32 channels
     with pytest.raises(ConfigError, match=r"method\.params\.stages: stage 0: teacher map 'features\.0'"):
         _dfa(digits, stages=bad)
-    teacher = LiveTeacher(models.build(ModelConfig(name="cnn", params={"channels": [16, 32]}), digits.spec))
+    teacher = LiveTeacher(models.build(ModelSpec(name="cnn", params={"channels": [16, 32]}), digits.spec))
 
     class Recorded:  # a teacher source with no model to run (a cache)
+        network = None
+
         def tap(self, paths):
             teacher.tap(paths)
 
@@ -162,8 +166,8 @@ def test_bad_inputs_are_one_line_config_errors(digits, tmp_path):
 def test_the_search_needs_a_validation_split_distinct_from_test():
     from kdforge.methods import check_data
 
-    no_val = build(DataConfig(name="digits", val_fraction=0.0))
-    cfg = MethodConfig(name="dfa", params={"stages": STAGES})
+    no_val = build_data(DataConfig(name="digits", val_fraction=0.0))
+    cfg = MethodSpec(name="dfa", params={"stages": STAGES})
     with pytest.raises(ConfigError, match="architecture parameters of method 'dfa'.*val_fraction"):
         check_data(cfg, no_val)
-    check_data(MethodConfig(name="dfa", params={"stages": STAGES, "search_epochs": 0}), no_val)  # no search: fine
+    check_data(MethodSpec(name="dfa", params={"stages": STAGES, "search_epochs": 0}), no_val)  # no search: fine

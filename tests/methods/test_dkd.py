@@ -6,24 +6,17 @@ import torch
 import torch.nn.functional as F
 
 import kdforge.models as models
-from kdforge.config.schema import MethodConfig, ModelConfig
-from kdforge.data import DataConfig, build
 from kdforge.losses import dkd_loss, kd_loss
-from kdforge.methods import Setup
-from kdforge.methods import build as build_method
+from kdforge.methods import MethodSpec, Setup, build as build_method
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build(DataConfig(name="digits"))
 
 
 def _dkd(digits, **params):
     torch.manual_seed(0)
-    teacher = models.build(ModelConfig(name="cnn", params={"channels": [8, 16]}), digits.spec)
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [32]}), digits.spec)
-    method = build_method(MethodConfig(name="dkd", params=params), student, LiveTeacher(teacher),
+    teacher = models.build(ModelSpec(name="cnn", params={"channels": [8, 16]}), digits.spec)
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [32]}), digits.spec)
+    method = build_method(MethodSpec(name="dkd", params=params), student, LiveTeacher(teacher),
                           Setup.for_data(digits.spec, digits.train))
     return method, student, teacher
 

@@ -6,12 +6,11 @@ import pytest
 import torch
 
 import kdforge.models as models
-from kdforge.config.schema import MethodConfig, ModelConfig
-from kdforge.data import DataConfig, build
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError
 from kdforge.losses import at_loss, nst_loss, pkt_loss, rkd_loss, sp_loss
-from kdforge.methods import METHODS, Setup
-from kdforge.methods import build as build_method
+from kdforge.methods import METHODS, MethodSpec, Setup, build as build_method
+from kdforge.models import ModelSpec
 from kdforge.models.taps import Taps
 from kdforge.teachers import LiveTeacher
 
@@ -28,21 +27,16 @@ CASES = {  # name: (layer params, the loss of one pair with default options, wei
 }
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return build(DataConfig(name="digits"))
-
-
 def _models(digits):
     torch.manual_seed(0)
-    teacher = models.build(ModelConfig(name="cnn", params={"channels": [16, 32]}), digits.spec)
-    student = models.build(ModelConfig(name="cnn", params={"channels": [4, 8], "hidden": 16}), digits.spec)
+    teacher = models.build(ModelSpec(name="cnn", params={"channels": [16, 32]}), digits.spec)
+    student = models.build(ModelSpec(name="cnn", params={"channels": [4, 8], "hidden": 16}), digits.spec)
     return student, teacher
 
 
 def _method(digits, name, **params):
     student, teacher = _models(digits)
-    cfg = MethodConfig(name=name, params={**CASES[name][0], **params})
+    cfg = MethodSpec(name=name, params={**CASES[name][0], **params})
     method = build_method(cfg, student, LiveTeacher(teacher), Setup.for_data(digits.spec, digits.train))
     return method, student, teacher
 
@@ -128,10 +122,10 @@ def test_unpaired_layer_lists_and_incomparable_shapes_are_config_errors(digits):
 
 @pytest.mark.parametrize("name", ["at", "rkd"])
 def test_one_epoch_on_digits(digits, name, tmp_path):
-    from kdforge.config.schema import OptimConfig, RecipeConfig, TrainConfig
+    from kdforge.data import Batches
     from kdforge.engine import Trainer
 
     method, _, _ = _method(digits, name)
-    recipe = RecipeConfig(optim=OptimConfig(lr=0.05), train=TrainConfig(epochs=1, progress=False, tensorboard=False))
-    result = Trainer(method, digits, recipe, tmp_path, batch_size=64).fit()
+    recipe = Recipe(optim=OptimSettings(lr=0.05), train=LoopSettings(epochs=1, progress=False, tensorboard=False))
+    result = Trainer(method, Batches(digits, 64), recipe, tmp_path).fit()
     assert {"ce", name} <= set(result.history[0]) and math.isfinite(result.history[0][name])

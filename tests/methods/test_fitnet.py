@@ -5,12 +5,11 @@ from torch import nn
 
 import kdforge
 import kdforge.models as models
-from kdforge.config.schema import MethodConfig, ModelConfig
-from kdforge.data import DataConfig, build
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError
-from kdforge.methods import Setup
-from kdforge.methods import build as build_method
+from kdforge.methods import MethodSpec, Setup, build as build_method
 from kdforge.methods.connectors import ConvReg, connector
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
 from support import SHARED
 
@@ -36,16 +35,11 @@ def test_vector_connector_and_impossible_shapes():
         connector((16, 3, 3), (64, 5, 5))
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return build(DataConfig(name="digits"))
-
-
 def _fitnet(digits, **params):
     torch.manual_seed(0)
-    teacher = models.build(ModelConfig(name="cnn", params={"channels": [16, 32]}), digits.spec)
-    student = models.build(ModelConfig(name="cnn", params={"channels": [4, 8], "hidden": 16}), digits.spec)
-    cfg = MethodConfig(name="fitnet", params={"student_layer": "features.6", "teacher_layer": "features.6", **params})
+    teacher = models.build(ModelSpec(name="cnn", params={"channels": [16, 32]}), digits.spec)
+    student = models.build(ModelSpec(name="cnn", params={"channels": [4, 8], "hidden": 16}), digits.spec)
+    cfg = MethodSpec(name="fitnet", params={"student_layer": "features.6", "teacher_layer": "features.6", **params})
     return build_method(cfg, student, LiveTeacher(teacher), Setup.for_data(digits.spec, digits.train)), student
 
 
@@ -73,11 +67,11 @@ def test_hint_stage_trains_only_up_to_the_guided_layer(digits, tmp_path):
     method, student = _fitnet(digits, hint_epochs=1)
     head = {k: v.clone() for k, v in student.head.state_dict().items()}
     first = {k: v.clone() for k, v in student.features[0].state_dict().items()}
-    from kdforge.config.schema import OptimConfig, RecipeConfig, TrainConfig
+    from kdforge.data import Batches
     from kdforge.engine import Trainer
 
-    recipe = RecipeConfig(optim=OptimConfig(lr=0.05), train=TrainConfig(epochs=1, progress=False, tensorboard=False))
-    result = Trainer(method, digits, recipe, tmp_path, batch_size=64).fit()
+    recipe = Recipe(optim=OptimSettings(lr=0.05), train=LoopSettings(epochs=1, progress=False, tensorboard=False))
+    result = Trainer(method, Batches(digits, 64), recipe, tmp_path).fit()
     assert set(result.history[0]) >= {"hint"} and "ce" not in result.history[0]
     assert all(torch.equal(head[k], v) for k, v in student.head.state_dict().items())
     assert not torch.equal(first["weight"], student.features[0].weight)

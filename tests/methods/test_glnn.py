@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from kdforge import models
-from kdforge.config.schema import ModelConfig
 from kdforge.errors import ConfigError
 from kdforge.losses import hard_cross_entropy, kd_loss, wsl_loss
 from kdforge.methods import METHODS, Setup
+from kdforge.models import ModelSpec
 from kdforge.teachers.live import LiveTeacher
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -20,8 +20,8 @@ from test_graph_pl import two_block_graph  # noqa: E402
 def _glnn(**params):
     bundle = two_block_graph()
     torch.manual_seed(0)
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [8]}), bundle.spec)
-    teacher = models.build(ModelConfig(name="gcn", params={"hidden": 8}), bundle.spec).eval()
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [8]}), bundle.spec)
+    teacher = models.build(ModelSpec(name="gcn", params={"hidden": 8}), bundle.spec).eval()
     cls = METHODS["glnn"]
     method = cls(student, LiveTeacher(teacher), cls.Params(**params), Setup.for_data(bundle.spec, bundle.train))
     batch = bundle.train.batch(torch.arange(len(bundle.train)))
@@ -57,7 +57,8 @@ def test_glnn_needs_graph_data():
 
     spec = DataSpec(name="v", input_shape=(4,), num_classes=2)
     split = Split(x=torch.randn(8, 4), y=torch.zeros(8, dtype=torch.long))
-    net = models.build(ModelConfig(name="mlp"), spec)
-    with pytest.raises(ConfigError, match="glnn distills a GNN on graph data"):
-        METHODS["glnn"](net, LiveTeacher(models.build(ModelConfig(name="mlp"), spec)), METHODS["glnn"].Params(),
+    net = models.build(ModelSpec(name="mlp"), spec)
+    with pytest.raises(ConfigError, match=r"method glnn \(a GNN distilled into an MLP\) needs graph data, got "
+                                          r".tensor. data; use kd"):
+        METHODS["glnn"](net, LiveTeacher(models.build(ModelSpec(name="mlp"), spec)), METHODS["glnn"].Params(),
                         Setup.for_data(spec, split))

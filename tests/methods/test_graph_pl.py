@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from kdforge import models
-from kdforge.config.schema import ModelConfig, OptimConfig, RecipeConfig, ScheduleConfig, TrainConfig
 from kdforge.data.types import DataBundle, DataSpec, Graph, Split
+from kdforge.data import Batches
 from kdforge.engine import Trainer
 from kdforge.engine.seeding import seed_everything
 from kdforge.errors import ConfigError
@@ -27,6 +27,8 @@ from kdforge.losses import (
 from kdforge.methods import METHODS, Setup
 from kdforge.methods import graph_pl
 from kdforge.models.gnn import NormalizedAdjacency
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe, ScheduleSettings
+from kdforge.models import ModelSpec
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from support import Stop, stop_after  # noqa: E402
@@ -167,7 +169,7 @@ def test_official_gcn_forward_and_init():
     x, edges = random_graph()
     spec = DataSpec(name="g", input_shape=(8,), num_classes=3, kind="graph", num_nodes=30)
     torch.manual_seed(0)
-    gcn = models.build(ModelConfig(name="gcn", params={"hidden": 400, "dropout": 0.3, "input_dropout": False,
+    gcn = models.build(ModelSpec(name="gcn", params={"hidden": 400, "dropout": 0.3, "input_dropout": False,
                                                        "norm": "cpl", "init": "pygcn"}), spec).eval()
     adj = official_adjacency(torch.cat([edges, torch.arange(30).expand(2, -1)], 1), 30)
     w1, b1, w2, b2 = gcn.conv1.lin.weight.T, gcn.conv1.bias, gcn.conv2.lin.weight.T, gcn.conv2.bias
@@ -207,14 +209,14 @@ def two_block_graph(seed: int = 0) -> DataBundle:
 def make_trainer(run_dir, name="cpl", epochs=40, callbacks=(), checkpoint_every=1, **params):
     bundle = two_block_graph()
     seed_everything(0)
-    student = models.build(ModelConfig(name="gcn", params={"hidden": 16, "dropout": 0.3}), bundle.spec)
+    student = models.build(ModelSpec(name="gcn", params={"hidden": 16, "dropout": 0.3}), bundle.spec)
     cls = METHODS[name]
     defaults = {"base_epochs": 16, "round_epochs": 8, "top_k": 10, "early_epoch": 5}
     method = cls(student, None, cls.Params(**{**defaults, **params}), Setup.for_data(bundle.spec, bundle.train))
-    recipe = RecipeConfig(seed=0, optim=OptimConfig(name="adam", lr=0.02), schedule=ScheduleConfig(name="constant"),
-                          train=TrainConfig(epochs=epochs, progress=False, tensorboard=False, eval_every=epochs,
+    recipe = Recipe(seed=0, optim=OptimSettings(name="adam", lr=0.02), schedule=ScheduleSettings(name="constant"),
+                    train=LoopSettings(epochs=epochs, progress=False, tensorboard=False, eval_every=epochs,
                                             checkpoint_every=checkpoint_every))
-    return Trainer(method, bundle, recipe, run_dir, batch_size=len(bundle.train), callbacks=callbacks)
+    return Trainer(method, Batches(bundle, len(bundle.train)), recipe, run_dir, callbacks=callbacks)
 
 
 def _events(run_dir):
@@ -357,15 +359,15 @@ def test_unlabeled_candidates_exclude_val_and_test(tmp_path):
 
 def test_graph_pl_refuses_minibatches_and_other_data(tmp_path):
     bundle = two_block_graph()
-    student = models.build(ModelConfig(name="gcn"), bundle.spec)
+    student = models.build(ModelSpec(name="gcn"), bundle.spec)
     method = METHODS["pl"](student, None, METHODS["pl"].Params(), Setup.for_data(bundle.spec, bundle.train))
-    recipe = RecipeConfig(optim=OptimConfig(name="adam", lr=0.01), train=TrainConfig(epochs=2, progress=False))
+    recipe = Recipe(optim=OptimSettings(name="adam", lr=0.01), train=LoopSettings(epochs=2, progress=False))
     with pytest.raises(ConfigError, match="data.batch_size must hold every training node"):
-        Trainer(method, bundle, recipe, tmp_path / "r", batch_size=4)
+        Trainer(method, Batches(bundle, 4), recipe, tmp_path / "r")
     spec = DataSpec(name="v", input_shape=(12,), num_classes=3)
     tensors = Split(x=torch.randn(8, 12), y=torch.zeros(8, dtype=torch.long))
     with pytest.raises(ConfigError, match="needs graph data"):
-        METHODS["cpl"](models.build(ModelConfig(name="mlp"), spec), None, METHODS["cpl"].Params(),
+        METHODS["cpl"](models.build(ModelSpec(name="mlp"), spec), None, METHODS["cpl"].Params(),
                        Setup.for_data(spec, tensors))
 
 

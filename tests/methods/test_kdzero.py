@@ -2,14 +2,11 @@
 against the knowledge's shapes at build time, and feature branches tap both models."""
 import pytest
 import torch
-
-from kdforge.config.schema import MethodConfig
 from kdforge.data.types import Batch, DataSpec, Split
 from kdforge.errors import ConfigError
 from kdforge.losses import at_loss
-from kdforge.methods import METHODS, Setup, build
-from kdforge.models import build as build_model
-from kdforge.config.schema import ModelConfig
+from kdforge.methods import METHODS, MethodSpec, Setup, build
+from kdforge.models import ModelSpec, build as build_model
 from kdforge.teachers.live import LiveTeacher
 
 SPEC = DataSpec("toy", (1, 8, 8), 5)
@@ -27,14 +24,14 @@ def _batch() -> Batch:
 
 def _models():
     torch.manual_seed(0)
-    student = build_model(ModelConfig(name="cnn", params={"channels": [4, 8], "hidden": 16}), SPEC)
-    teacher = build_model(ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32}), SPEC)
+    student = build_model(ModelSpec(name="cnn", params={"channels": [4, 8], "hidden": 16}), SPEC)
+    teacher = build_model(ModelSpec(name="cnn", params={"channels": [8, 16], "hidden": 32}), SPEC)
     return student, LiveTeacher(teacher)
 
 
 def _method(params):
     student, teacher = _models()
-    return build(MethodConfig(name="kdzero", params=params), student, teacher, _setup())
+    return build(MethodSpec(name="kdzero", params=params), student, teacher, _setup())
 
 
 def test_default_program_is_hinton_kd():

@@ -12,15 +12,18 @@ import torch.nn.functional as F
 from torch import nn
 
 import kdforge.models as models
-from kdforge.config.schema import AugmentConfig, MethodConfig, ModelConfig, OptimConfig, RecipeConfig, TrainConfig
-from kdforge.data import DataConfig, build
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
+from kdforge.data import AugmentSettings, Batches
 from kdforge.data.types import Split
 from kdforge.engine import Trainer, latest_checkpoint, load_checkpoint, seed_everything
 from kdforge.engine.checkpoint import checkpoint_name
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError
 from kdforge.losses import dln_loss, preprocess_gradients
-from kdforge.methods import METHODS, Setup, validate_params
+from kdforge.methods import METHODS, MethodSpec, Setup, validate_params
 from kdforge.methods.l2t_dln import GRID, LossNetwork, Position, ResplitStream, inner_batches
+from kdforge.models import ModelSpec
 
 from support import Stop, full_and_resumed
 
@@ -30,15 +33,15 @@ LOOP_PARAMS = {"fixed": {}, "official": {"inner_batch": 10, "val_batch": 20}}
 
 def _trainer(run_dir: str, epochs: int = 2, callbacks: tuple = (), loop: str = "fixed",
              checkpoint_steps: int | None = None) -> Trainer:
-    bundle = build(DataConfig(name="digits", val_fraction=0.5, train_subset=300))  # 150 train / 150 val
+    bundle = build_data(DataConfig(name="digits", val_fraction=0.5, train_subset=300))  # 150 train / 150 val
     seed_everything(0)
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [16]}), bundle.spec)
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [16]}), bundle.spec)
     params = METHODS["l2t_dln"].Params(inner_steps=K, dln_width=8, lstm_hidden=8, loop=loop, **LOOP_PARAMS[loop])
     method = METHODS["l2t_dln"](student, None, params, Setup.for_data(bundle.spec, bundle.train))
-    recipe = RecipeConfig(seed=0, optim=OptimConfig(name="sgd", lr=0.1),
-                          train=TrainConfig(epochs=epochs, progress=False, tensorboard=False,
+    recipe = Recipe(seed=0, optim=OptimSettings(name="sgd", lr=0.1),
+                    train=LoopSettings(epochs=epochs, progress=False, tensorboard=False,
                                             checkpoint_steps=checkpoint_steps))
-    return Trainer(method, bundle, recipe, run_dir, batch_size=K * 10, callbacks=callbacks)
+    return Trainer(method, Batches(bundle, K * 10), recipe, run_dir, callbacks=callbacks)
 
 
 def _state(t: Trainer) -> dict[str, torch.Tensor]:
@@ -164,7 +167,7 @@ def _official_train_slots(n_batches: int, k: int, steps: int) -> list[list[tuple
 
 def _stream(n_train: int = 23, n_val: int = 17, sizes: tuple[int, int] = (5, 4), seed: int = 3) -> ResplitStream:
     pool = Split(torch.arange(n_train + n_val, dtype=torch.float32).view(-1, 1), torch.arange(n_train + n_val))
-    return ResplitStream(pool, n_train, sizes, num_classes=n_train + n_val, augment=AugmentConfig(), seed=seed)
+    return ResplitStream(pool, n_train, sizes, num_classes=n_train + n_val, augment=AugmentSettings(), seed=seed)
 
 
 def test_resplit_stream_follows_main_py():
@@ -256,12 +259,12 @@ def test_the_learned_loss_grid_is_logged_at_the_start_and_after_every_epoch(tmp_
 
 def test_bad_params_and_data_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="val_batch"):
-        validate_params(MethodConfig(name="l2t_dln", params={"loop": "fixed", "val_batch": 50}))
+        validate_params(MethodSpec(name="l2t_dln", params={"loop": "fixed", "val_batch": 50}))
     with pytest.raises(ConfigError, match="dln_init"):
-        validate_params(MethodConfig(name="l2t_dln", params={"dln_init": "xavier"}))
+        validate_params(MethodSpec(name="l2t_dln", params={"dln_init": "xavier"}))
     params = METHODS["l2t_dln"].Params()
     with pytest.raises(ConfigError, match="val_fraction"):
-        METHODS["l2t_dln"].check_data(params, build(DataConfig(name="digits", val_fraction=0.0)))
+        METHODS["l2t_dln"].check_data(params, build_data(DataConfig(name="digits", val_fraction=0.0)))
 
 
 def test_a_batch_smaller_than_k_is_a_config_error(tmp_path):

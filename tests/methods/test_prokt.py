@@ -8,26 +8,29 @@ import pytest
 import torch
 
 import kdforge.models as models
-from kdforge.config.schema import ModelConfig, OptimConfig, RecipeConfig, TrainConfig
-from kdforge.data import DataConfig, build
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
+from kdforge.data import Batches
 from kdforge.engine import Trainer, seed_everything
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError
 from kdforge.losses import hard_cross_entropy, kd_loss, prokt_teacher_loss
 from kdforge.methods import METHODS, Setup
+from kdforge.models import ModelSpec
 from kdforge.teachers.live import LiveTeacher
 from support import Stop, full_and_resumed
 
 
 def _trainer(run_dir: str, epochs: int = 2, callbacks: tuple = (), **params) -> Trainer:
-    bundle = build(DataConfig(name="digits", train_subset=300))
+    bundle = build_data(DataConfig(name="digits", train_subset=300))
     seed_everything(0)
-    teacher = LiveTeacher(models.build(ModelConfig(name="mlp", params={"hidden": [32]}), bundle.spec))
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [8]}), bundle.spec)
+    teacher = LiveTeacher(models.build(ModelSpec(name="mlp", params={"hidden": [32]}), bundle.spec))
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [8]}), bundle.spec)
     method = METHODS["prokt"](student, teacher, METHODS["prokt"].Params(**params),
                               Setup.for_data(bundle.spec, bundle.train))
-    recipe = RecipeConfig(seed=0, optim=OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0),
-                          train=TrainConfig(epochs=epochs, progress=False, tensorboard=False))
-    return Trainer(method, bundle, recipe, run_dir, batch_size=50, callbacks=callbacks)
+    recipe = Recipe(seed=0, optim=OptimSettings(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0),
+                    train=LoopSettings(epochs=epochs, progress=False, tensorboard=False))
+    return Trainer(method, Batches(bundle, 50), recipe, run_dir, callbacks=callbacks)
 
 
 def test_one_step_guide_first_then_student_on_the_updated_guide(tmp_path):
@@ -77,10 +80,12 @@ def test_scratch_guide_is_reinitialised_and_resume_is_bit_identical(tmp_path):
 
 
 def test_a_cached_teacher_is_refused():
-    bundle = build(DataConfig(name="digits", train_subset=50))
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [8]}), bundle.spec)
+    bundle = build_data(DataConfig(name="digits", train_subset=50))
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [8]}), bundle.spec)
 
     class Cached:  # a source without a model to copy
+        network = None
+
         def outputs(self, batch):
             raise AssertionError
 

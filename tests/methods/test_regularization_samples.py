@@ -8,12 +8,10 @@ import pytest
 import torch
 
 import kdforge.models as models
-from kdforge.config.schema import DataConfig, MethodConfig, ModelConfig
-from kdforge.data import build
 from kdforge.engine import Runtime
 from kdforge.losses import regularization_samples
-from kdforge.methods import Setup
-from kdforge.methods import build as build_method
+from kdforge.methods import MethodSpec, Setup, build as build_method
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
 
 
@@ -39,17 +37,12 @@ def test_criterion_matches_true_class_probabilities_at_temperature() -> None:
         assert torch.equal(regularization_samples(s, t, y, temp), ps > pt)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return build(DataConfig(name="digits"))
-
-
 @pytest.mark.parametrize("name,params", [("kd", {"temperature": 4.0}), ("wsl", {"temperature": 2.0})])
 def test_counts_per_epoch_through_on_epoch_end(digits, name: str, params: dict) -> None:
     torch.manual_seed(0)
-    teacher = models.build(ModelConfig(name="mlp", params={"hidden": [16]}), digits.spec)
-    student = models.build(ModelConfig(name="mlp", params={"hidden": [8]}), digits.spec)
-    method = build_method(MethodConfig(name=name, params=params), student, LiveTeacher(teacher),
+    teacher = models.build(ModelSpec(name="mlp", params={"hidden": [16]}), digits.spec)
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [8]}), digits.spec)
+    method = build_method(MethodSpec(name=name, params=params), student, LiveTeacher(teacher),
                           Setup.for_data(digits.spec, digits.train))
     logged: list[dict] = []
     ctx = SimpleNamespace(epoch=0, runtime=Runtime.from_env("cpu"), log=lambda **v: logged.append(v))

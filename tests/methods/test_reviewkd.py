@@ -3,13 +3,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdforge.config.schema import DataConfig, MethodConfig, ModelConfig
-from kdforge.data import build
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
 from kdforge.losses import hcl_loss
-from kdforge.methods import Setup, build as build_method
+from kdforge.methods import MethodSpec, Setup, build as build_method
 from kdforge.methods.connectors import ABF
 from kdforge.methods.reviewkd import _as_4d
-from kdforge.models import build as build_model
+from kdforge.models import ModelSpec, build as build_model
 from kdforge.teachers import LiveTeacher
 
 
@@ -48,12 +48,12 @@ def test_abf_matches_the_official_module():
 
 
 def _digits_method(**params):
-    bundle = build(DataConfig(name="digits"))
+    bundle = build_data(DataConfig(name="digits"))
     torch.manual_seed(0)
-    teacher = build_model(ModelConfig(name="cnn", params={"channels": [16, 32], "hidden": 64}), bundle.spec).eval()
-    student = build_model(ModelConfig(name="cnn", params={"channels": [4, 8], "hidden": 16}), bundle.spec)
+    teacher = build_model(ModelSpec(name="cnn", params={"channels": [16, 32], "hidden": 64}), bundle.spec).eval()
+    student = build_model(ModelSpec(name="cnn", params={"channels": [4, 8], "hidden": 16}), bundle.spec)
     layers = ["features.3", "features.7", "head.0:input"]
-    cfg = MethodConfig(name="reviewkd", params={"student_layers": layers, "teacher_layers": layers, **params})
+    cfg = MethodSpec(name="reviewkd", params={"student_layers": layers, "teacher_layers": layers, **params})
     return bundle, build_method(cfg, student, LiveTeacher(teacher), Setup.for_data(bundle.spec, bundle.train))
 
 
@@ -100,7 +100,7 @@ def test_resnet_blocks_expose_their_preactivation_to_taps():
 
     spec = DataSpec("cifar10", (3, 32, 32), 10)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="resnet8x4"), spec).eval()
+    model = build_model(ModelSpec(name="resnet8x4"), spec).eval()
     taps = Taps(model, ["layer2.0.preact", "layer2"])
     with taps.capture() as feats:
         model(torch.randn(2, 3, 32, 32))

@@ -6,13 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from kdforge.config.schema import AugmentConfig, DataConfig, MethodConfig, RecipeConfig
-from kdforge.data import build as build_data
+from kdforge.api import build_data
+from kdforge.config.schema import DataConfig
+from kdforge.data import Batches
 from kdforge.engine.contract import Plan, StepContext
 from kdforge.engine.runtime import Runtime
+from kdforge.engine.settings import LoopSettings, OptimSettings, Recipe
 from kdforge.errors import ConfigError
 from kdforge.losses import fit_isotonic, slam_loss, teacher_confidence
-from kdforge.methods import Setup, build, check_data
+from kdforge.methods import MethodSpec, Setup, build, check_data
 from kdforge.teachers.live import LiveTeacher
 
 UNLABELED = ["pseudo_soft", "pseudo_hard", "pseudo_threshold", "forward_correction", "slam"]
@@ -47,13 +49,12 @@ def _teacher(data) -> nn.Module:
 def _step(name: str, data, teacher: nn.Module, params: dict | None = None):
     torch.manual_seed(0)
     student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    method = build(MethodConfig(name=name, params=params or {}), student, LiveTeacher(teacher),
+    method = build(MethodSpec(name=name, params=params or {}), student, LiveTeacher(teacher),
                    Setup.for_data(data.spec, data.train))
-    plan = Plan(RecipeConfig(), 1, 1)
+    plan = Plan(Recipe(), 1, 1)
     recorder = _Recorder()
-    ctx = StepContext(plan=plan, data=data, runtime=Runtime.from_env("cpu"),
-                      optimizers=method.configure_optimizers(plan), logger=recorder,  # type: ignore[arg-type]
-                      augment=AugmentConfig(), batch_size=32)
+    ctx = StepContext(plan=plan, batches=Batches(data, 32), runtime=Runtime.from_env("cpu"),
+                      optimizers=method.configure_optimizers(plan), logger=recorder)  # type: ignore[arg-type]
     before = [p.detach().clone() for p in student.parameters()]
     batch = next(iter(ctx.loader("train").epoch(0)))
     out = method.training_step(batch, ctx)
@@ -106,18 +107,18 @@ def test_forward_correction_estimates_the_teachers_confusion_on_validation(digit
 @pytest.mark.parametrize("name", UNLABELED)
 def test_unlabeled_methods_need_a_label_budget(name) -> None:
     with pytest.raises(ConfigError, match=rf"method '{name}' distills on unlabeled examples.*data.label_budget"):
-        check_data(MethodConfig(name=name), build_data(DataConfig(name="digits")))
+        check_data(MethodSpec(name=name), build_data(DataConfig(name="digits")))
 
 
 @pytest.mark.parametrize("name", ["slam", "forward_correction"])
 def test_calibrating_methods_refuse_a_small_or_test_validation_split(name) -> None:
     small = build_data(DataConfig(name="digits", val_fraction=0.02, label_budget={"labeled": 0.1}))  # 29 samples
     with pytest.raises(ConfigError, match=r"validation split has 29 labeled samples, too few .*min_val_samples=50"):
-        check_data(MethodConfig(name=name), small)
-    check_data(MethodConfig(name=name, params={"min_val_samples": 29}), small)
+        check_data(MethodSpec(name=name), small)
+    check_data(MethodSpec(name=name, params={"min_val_samples": 29}), small)
     on_test = build_data(DataConfig(name="digits", val_fraction=0, label_budget={"labeled": 0.1}))
     with pytest.raises(ConfigError, match="data.val_fraction=0 makes the test split the validation split"):
-        check_data(MethodConfig(name=name), on_test)
+        check_data(MethodSpec(name=name), on_test)
 
 
 def test_slam_applies_its_target_and_alpha_floor_and_logs_the_alpha_histogram(digits) -> None:
@@ -126,9 +127,8 @@ def test_slam_applies_its_target_and_alpha_floor_and_logs_the_alpha_histogram(di
     method, out, records, _ = _step("slam", digits, teacher, params)
     assert method.floor == pytest.approx(1 / method.k)
     # The unlabeled term is slam_loss with the floor, on the two unlabeled batches the step drew (same stream).
-    plan = Plan(RecipeConfig(), 1, 1)
-    ctx = StepContext(plan=plan, data=digits, runtime=Runtime.from_env("cpu"), optimizers={},
-                      augment=AugmentConfig(), batch_size=32)
+    plan = Plan(Recipe(), 1, 1)
+    ctx = StepContext(plan=plan, batches=Batches(digits, 32), runtime=Runtime.from_env("cpu"), optimizers={})
     batches = [ctx.next_batch("unlabeled") for _ in range(2)]
     with torch.no_grad():
         t_logits = [teacher(b.x) for b in batches]
@@ -178,21 +178,21 @@ def test_slam_defaults_are_hard_with_the_auto_floor_and_the_old_behaviour_stays_
 ])
 def test_slam_params_refuse_bad_values_naming_the_key(params, needle, digits) -> None:
     with pytest.raises(ConfigError, match=needle):
-        build(MethodConfig(name="slam", params=params), nn.Linear(64, 10), LiveTeacher(nn.Linear(64, 10)),
+        build(MethodSpec(name="slam", params=params), nn.Linear(64, 10), LiveTeacher(nn.Linear(64, 10)),
               Setup.for_data(digits.spec, digits.train))
 
 
 def _slam_trainer(digits, teacher: nn.Module, run_dir, callbacks=()):
-    from kdforge.config.schema import OptimConfig, TrainConfig
+    from kdforge.data import Batches
     from kdforge.engine import Trainer
 
     torch.manual_seed(0)
     student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    method = build(MethodConfig(name="slam", params={"normalize": True}), student, LiveTeacher(teacher),
+    method = build(MethodSpec(name="slam", params={"normalize": True}), student, LiveTeacher(teacher),
                    Setup.for_data(digits.spec, digits.train))
-    recipe = RecipeConfig(seed=0, optim=OptimConfig(lr=0.01), train=TrainConfig(epochs=3, progress=False,
+    recipe = Recipe(seed=0, optim=OptimSettings(lr=0.01), train=LoopSettings(epochs=3, progress=False,
                                                                                tensorboard=False))
-    return Trainer(method, digits, recipe, run_dir, batch_size=32, callbacks=callbacks)
+    return Trainer(method, Batches(digits, 32), recipe, run_dir, callbacks=callbacks)
 
 
 def _last_method_values(run_dir) -> dict:

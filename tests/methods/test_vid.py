@@ -4,28 +4,21 @@ import torch
 from torch import nn
 
 import kdforge.models as models
-from kdforge.config.schema import MethodConfig, ModelConfig
-from kdforge.data import DataConfig, build
 from kdforge.errors import ConfigError
 from kdforge.losses import vid_nll
-from kdforge.methods import Setup
-from kdforge.methods import build as build_method
+from kdforge.methods import MethodSpec, Setup, build as build_method
 from kdforge.methods.vid import VIDRegressor
+from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build(DataConfig(name="digits"))
 
 
 def _vid(digits, **params):
     torch.manual_seed(0)
-    teacher = models.build(ModelConfig(name="cnn", params={"channels": [16, 32]}), digits.spec)
-    student = models.build(ModelConfig(name="cnn", params={"channels": [4, 8], "hidden": 16}), digits.spec)
+    teacher = models.build(ModelSpec(name="cnn", params={"channels": [16, 32]}), digits.spec)
+    student = models.build(ModelSpec(name="cnn", params={"channels": [4, 8], "hidden": 16}), digits.spec)
     params = {"student_layers": ["features.3", "features.7"], "teacher_layers": ["features.3", "features.7"],
               **params}
-    return build_method(MethodConfig(name="vid", params=params), student, LiveTeacher(teacher),
+    return build_method(MethodSpec(name="vid", params=params), student, LiveTeacher(teacher),
                         Setup.for_data(digits.spec, digits.train)), student, teacher
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from kdforge import models
-from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
+from kdforge.models import ModelSpec
 from kdforge.models.gnn import SparseFeatures
 
 SPEC = DataSpec(name="g", input_shape=(300,), num_classes=4, kind="graph", num_nodes=400)
@@ -35,7 +35,7 @@ def _reference(gcn):
 
 def test_gcn_equals_torch_geometric_gcnconv_with_gradients():
     torch.manual_seed(0)
-    gcn = models.build(ModelConfig(name="gcn", params={"hidden": 16}), SPEC).eval()
+    gcn = models.build(ModelSpec(name="gcn", params={"hidden": 16}), SPEC).eval()
     ref, (c1, c2) = _reference(gcn)
     x, edges = _graph()
     ours, theirs = gcn(x, edges), ref(x, edges)
@@ -48,7 +48,7 @@ def test_gcn_equals_torch_geometric_gcnconv_with_gradients():
 
 def test_gcn_caches_follow_new_edges_and_in_place_changes():
     torch.manual_seed(0)
-    gcn = models.build(ModelConfig(name="gcn", params={"hidden": 16}), SPEC).eval()
+    gcn = models.build(ModelSpec(name="gcn", params={"hidden": 16}), SPEC).eval()
     ref, _ = _reference(gcn)
     x, edges = _graph()
     gcn(x, edges)
@@ -76,7 +76,7 @@ def test_sparse_dropout_keeps_zeros_and_scales_kept_entries():
 @pytest.mark.parametrize("name", ["sage", "gat", "gcn", "mlp"])
 def test_graph_models_give_logits_per_node(name):
     x, edges = _graph()
-    model = models.build(ModelConfig(name=name), SPEC).train()
+    model = models.build(ModelSpec(name=name), SPEC).train()
     out = model(x, edges)
     assert out.shape == (400, 4) and torch.isfinite(out).all()
     F.cross_entropy(out, torch.zeros(400, dtype=torch.long)).backward()

@@ -5,10 +5,9 @@ import pytest
 import torch
 from torch import nn
 
+from kdforge.api import build_data, build_model
 from kdforge.config.schema import DataConfig, InfoDropConfig, ModelConfig
-from kdforge.data import build
 from kdforge.errors import ConfigError
-from kdforge.models import build as build_model
 from kdforge.models.infodrop import drop_mask, drop_probability, patch_likelihood, self_information
 
 CROSS = [(0, 1), (1, 0), (0, -1), (-1, 0)]
@@ -68,7 +67,7 @@ def test_min_pool_after_a_max_pool_and_no_underflow():
 
 
 def test_attached_by_config_only_in_training_mode():
-    spec = build(DataConfig(name="digits")).spec
+    spec = build_data(DataConfig(name="digits")).spec
     cfg = ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 16},
                       infodrop=InfoDropConfig(layers=[{"conv": "features.0", "output": "features.3"}]))
     torch.manual_seed(0)

@@ -8,16 +8,14 @@ import pytest
 import torch
 
 import kdforge.models.infodrop as infodrop
-from kdforge import api, methods, models
-from kdforge.config import parse_config
-from kdforge.config.schema import ScheduleConfig
-from kdforge.data import build
+from kdforge import api, models
+from kdforge.api import parse_config
+from kdforge.api.finetune import finetune_phase, two_phase_factor
 from kdforge.engine import Trainer
 from kdforge.engine.optim import lr_factor
+from kdforge.engine.settings import ScheduleSettings
 from kdforge.errors import ConfigError
-from kdforge.methods import Setup
 from kdforge.methods.ce import CE
-from kdforge.models.infodrop import finetune_phase, finetune_recipe, two_phase_factor
 from support import Stop
 
 INFODROP = {"layers": [{"conv": "features.0", "output": "features.3"}], "finetune_epochs": 2}
@@ -37,12 +35,12 @@ def _config(run_dir, **over):
 
 def test_the_official_step_decay_restarts_at_the_same_share_of_the_second_run():
     # bfshi/InfoDrop: 100 epochs, StepLR at int(0.8 * 100) = 80; then 20 epochs, StepLR at int(0.8 * 20) = 16
-    first = partial(lr_factor, cfg=ScheduleConfig(name="multistep", milestones=[80]), base_lr=1e-3, epochs=100,
+    first = partial(lr_factor, cfg=ScheduleSettings(name="multistep", milestones=[80]), base_lr=1e-3, epochs=100,
                     steps_per_epoch=3)
     f = partial(two_phase_factor, first=first, first_steps=300, finetune_steps=60, scale=1.0)
     got = [f(s) for s in (0, 239, 240, 299, 300, 347, 348, 359)]
     assert got == pytest.approx([1, 1, 0.1, 0.1, 1, 1, 0.1, 0.1])
-    cosine = partial(lr_factor, cfg=ScheduleConfig(name="cosine"), base_lr=1.0, epochs=4, steps_per_epoch=10)
+    cosine = partial(lr_factor, cfg=ScheduleSettings(name="cosine"), base_lr=1.0, epochs=4, steps_per_epoch=10)
     g = partial(two_phase_factor, first=cosine, first_steps=40, finetune_steps=20, scale=0.1)
     assert g(40) == pytest.approx(0.1) and g(50) == pytest.approx(0.1 * cosine(20)) == pytest.approx(0.05)
 
@@ -53,13 +51,7 @@ def _steps(run_dir):
 
 
 def test_infodrop_off_lr_restarted_and_optimizer_fresh_from_the_phase_on(tmp_path, monkeypatch):
-    cfg = _config(tmp_path / "run")
-    bundle = build(cfg.data)
-    torch.manual_seed(0)
-    student = models.build(cfg.student, bundle.spec, "student")
-    method = methods.build(cfg.method, student, None, Setup.for_data(bundle.spec, bundle.train))
-    trainer = Trainer(method, bundle, finetune_recipe(cfg.recipe, cfg.student.infodrop), cfg.run_dir, 64, label="t")
-    finetune_phase(student, trainer, "student.infodrop")
+    trainer = api.assemble(_config(tmp_path / "run")).trainer()  # the phase joined by the assembly point
     assert trainer.plan.epochs == 4  # train.epochs 2 + finetune_epochs 2
     spe = trainer.plan.steps_per_epoch
     s1 = 2 * spe
@@ -83,8 +75,7 @@ def test_a_teacher_trained_from_a_recipe_gets_the_phase(tmp_path):
         "store_dir": str(tmp_path / "teachers"),
         "recipe": {"optim": {"name": "sgd", "lr": 0.05}, "schedule": {"name": "constant"},
                    "train": {"epochs": 2, "progress": False, "tensorboard": False, "log_every": 1}}})
-    bundle = build(cfg.data)
-    api.prepare_teacher(cfg, bundle)
+    api.prepare_teacher(cfg, api.build_data(cfg.data))
     saved = json.loads((api.teacher_dir(cfg) / "model.json").read_text())["extra"]["test"]
     assert {"top1", "top1@gaussian_noise", "top1@patch_shuffle"} <= set(saved)  # the teacher's own robustness
     run = api.teacher_dir(cfg) / "run"
@@ -136,16 +127,12 @@ def test_corruptions_of_non_images_are_refused_before_training(tmp_path):
 
 
 def test_a_method_with_its_own_schedule_is_refused(tmp_path):
-    cfg = _config(tmp_path / "run")
-    bundle = build(cfg.data)
-    student = models.build(cfg.student, bundle.spec, "student")
-    method = methods.build(cfg.method, student, None, Setup.for_data(bundle.spec, bundle.train))
-    recipe = finetune_recipe(cfg.recipe, cfg.student.infodrop)
+    a = api.assemble(_config(tmp_path / "run"))
     for scheduler in (None, "shorter"):
-        trainer = Trainer(method, bundle, recipe, cfg.run_dir, 64, label="t")
+        trainer = Trainer(a.method, a.batches, a.recipe, a.run_dir, label="t")
         opt = trainer.optimizers["main"]
-        opt.scheduler = None if scheduler is None else method.optimization(student.parameters(), trainer.plan,
-                                                                             steps_per_epoch=3).scheduler
+        opt.scheduler = None if scheduler is None else a.method.optimization(a.student.parameters(), trainer.plan,
+                                                                               steps_per_epoch=3).scheduler
         with pytest.raises(ConfigError, match=r"^student\.infodrop\.finetune_epochs: the method's optimizer 'main' "
                                               r"does not follow the recipe's per-step schedule"):
-            finetune_phase(student, trainer, "student.infodrop")
+            finetune_phase(a.student, trainer, "student.infodrop")

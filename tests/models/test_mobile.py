@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from kdforge.config.schema import ModelConfig
 from kdforge.data.types import Batch, DataSpec
 from kdforge.errors import ConfigError
-from kdforge.models import MODELS, build
+from kdforge.models import MODELS, ModelSpec, build
 from kdforge.models.taps import Taps
 
 CIFAR100 = DataSpec("cifar100", (3, 32, 32), 100)
@@ -44,15 +42,15 @@ def test_registered_names() -> None:
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
 def test_parameter_count_and_state_dict_size_equal_official(name: str) -> None:
-    model = build(ModelConfig(name=name), CIFAR100)
+    model = build(ModelSpec(name=name), CIFAR100)
     assert (_params(model), len(model.state_dict())) == OFFICIAL[name]
-    assert _params(build(ModelConfig(name=name), CIFAR10)) == OFFICIAL_10[name]
+    assert _params(build(ModelSpec(name=name), CIFAR10)) == OFFICIAL_10[name]
 
 
 @pytest.mark.parametrize("spec", [CIFAR100, CIFAR10], ids=lambda s: s.name)
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
 def test_forward_gives_logits(name: str, spec: DataSpec) -> None:
-    model = build(ModelConfig(name=name), spec)
+    model = build(ModelSpec(name=name), spec)
     logits = model(_batch().x)  # train mode: BatchNorm on a batch of 2
     assert logits.shape == (2, spec.num_classes)
     logits.sum().backward()
@@ -91,7 +89,7 @@ OFFICIAL_KEYS = {
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_KEYS))
 def test_state_dict_uses_official_names(name: str) -> None:
-    state = build(ModelConfig(name=name), CIFAR100).state_dict()
+    state = build(ModelSpec(name=name), CIFAR100).state_dict()
     assert {key: tuple(state[key].shape) for key in OFFICIAL_KEYS[name] if key in state} == OFFICIAL_KEYS[name]
 
 
@@ -108,7 +106,7 @@ STAGES = {
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_stages_can_be_tapped_by_module_path(name: str) -> None:
-    model = build(ModelConfig(name=name), CIFAR100)
+    model = build(ModelSpec(name=name), CIFAR100)
     taps = Taps(model, list(STAGES[name]))
     assert taps.shapes(_batch()) == STAGES[name]
     assert model.training  # shapes() restores the mode
@@ -122,7 +120,7 @@ def test_stages_can_be_tapped_by_module_path(name: str) -> None:
 
 def test_mobilenetv2_in_place_relu_is_reported_on_a_tapped_batchnorm() -> None:
     """The official conv-BN-ReLU blocks use in-place ReLUs: the BN output is not kept, the ReLU's is."""
-    model = build(ModelConfig(name="mobile_half"), CIFAR100)
+    model = build(ModelSpec(name="mobile_half"), CIFAR100)
     with pytest.raises(ConfigError, match=r"'conv1\.1' was changed in place"):
         Taps(model, ["conv1.1"]).shapes(_batch())
     assert Taps(model, ["conv1.2", "blocks.3.0.conv.7"]).shapes(_batch()) == {
@@ -131,19 +129,19 @@ def test_mobilenetv2_in_place_relu_is_reported_on_a_tapped_batchnorm() -> None:
 
 def test_mobilenetv2_params() -> None:
     """width_mult and expansion are the official W and T (counts from the official `mobilenetv2_T_w(T, W, 100)`)."""
-    full = build(ModelConfig(name="mobilenetv2", params={"width_mult": 1.0, "expansion": 6}), CIFAR100)
+    full = build(ModelSpec(name="mobilenetv2", params={"width_mult": 1.0, "expansion": 6}), CIFAR100)
     assert _params(full) == 2_353_060
-    assert _params(build(ModelConfig(name="mobilenetv2", params={"width_mult": 0.75, "expansion": 4}), CIFAR100)) \
+    assert _params(build(ModelSpec(name="mobilenetv2", params={"width_mult": 0.75, "expansion": 4}), CIFAR100)) \
         == 1_131_124
     assert full(_batch().x).shape == (2, 100)
     with pytest.raises(ConfigError, match=r"model\.params\.width_mult: .*greater than 0"):
-        build(ModelConfig(name="mobilenetv2", params={"width_mult": 0}), CIFAR100)
+        build(ModelSpec(name="mobilenetv2", params={"width_mult": 0}), CIFAR100)
     with pytest.raises(ConfigError, match=r"model\.params\.expansion: .*valid integer"):
-        build(ModelConfig(name="mobilenetv2", params={"expansion": 1.5}), CIFAR100)
+        build(ModelSpec(name="mobilenetv2", params={"expansion": 1.5}), CIFAR100)
     with pytest.raises(ConfigError, match=r"width_mult 0\.01 leaves the 16-channel stage with no channels"):
-        build(ModelConfig(name="mobilenetv2", params={"width_mult": 0.01}), CIFAR100)
+        build(ModelSpec(name="mobilenetv2", params={"width_mult": 0.01}), CIFAR100)
     with pytest.raises(ConfigError, match=r"model\.params\.width_mult: unknown parameter of model 'mobile_half'"):
-        build(ModelConfig(name="mobile_half", params={"width_mult": 1.0}), CIFAR100)
+        build(ModelSpec(name="mobile_half", params={"width_mult": 1.0}), CIFAR100)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
@@ -151,10 +149,10 @@ def test_small_grayscale_images(name: str) -> None:
     """The stem takes the spec's channels and the global pool any size (the official code is 3x32x32 only)."""
     for spec in (DataSpec("fashion_mnist", (1, 28, 28), 10), DataSpec("digits", (1, 8, 8), 10)):
         with torch.no_grad():
-            assert build(ModelConfig(name=name), spec)(torch.randn(2, *spec.input_shape)).shape == (2, 10)
+            assert build(ModelSpec(name=name), spec)(torch.randn(2, *spec.input_shape)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "shufflenetv1", "shufflenetv2"])
 def test_vectors_are_refused(name: str) -> None:
     with pytest.raises(ConfigError, match=r"student: .*needs image inputs \(C, H, W\)"):
-        build(ModelConfig(name=name), DataSpec("mnist1d", (40,), 10), key_path="student")
+        build(ModelSpec(name=name), DataSpec("mnist1d", (40,), 10), key_path="student")

@@ -2,30 +2,28 @@
 from __future__ import annotations
 
 import pytest
-
-from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.errors import ConfigError
-from kdforge.models import build, check
+from kdforge.models import ModelSpec, build, check
 
 SPEC = DataSpec("fashion_mnist", (1, 28, 28), 10)
 
 
 def test_unknown_parameter_names_key_path_and_allowed() -> None:
     with pytest.raises(ConfigError) as info:
-        build(ModelConfig(name="mlp", params={"widht": 3}), SPEC, key_path="student")
+        build(ModelSpec(name="mlp", params={"widht": 3}), SPEC, key_path="student")
     assert str(info.value) == "student.params.widht: unknown parameter of model 'mlp'; allowed: hidden, dropout"
 
 
 def test_model_without_parameters_says_none_allowed() -> None:
     expected = r"^model\.params\.depth: unknown parameter of model 'resnet20'; allowed: none$"
     with pytest.raises(ConfigError, match=expected):
-        check(ModelConfig(name="resnet20", params={"depth": 32}))
+        check(ModelSpec(name="resnet20", params={"depth": 32}))
 
 
 def test_unknown_name_suggests_close_match() -> None:
     with pytest.raises(ConfigError, match=r"^teacher\.model\.name: unknown model 'resnet23'.*did you mean"):
-        check(ModelConfig(name="resnet23"), "teacher.model")
+        check(ModelSpec(name="resnet23"), "teacher.model")
 
 
 @pytest.mark.parametrize(
@@ -40,16 +38,16 @@ def test_unknown_name_suggests_close_match() -> None:
 )
 def test_wrong_type_or_range_is_a_config_error(params: dict, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
-        build(ModelConfig(name="mlp", params=params), SPEC, key_path="student")
+        build(ModelSpec(name="mlp", params=params), SPEC, key_path="student")
 
 
 def test_cnn_needs_at_least_one_block() -> None:
     with pytest.raises(ConfigError, match=r"model\.params\.channels: .*at least 1"):
-        build(ModelConfig(name="cnn", params={"channels": []}), SPEC)
+        build(ModelSpec(name="cnn", params={"channels": []}), SPEC)
 
 
 def test_check_returns_validated_params() -> None:
-    assert check(ModelConfig(name="cnn", params={"channels": [8, 16], "dropout": 0})) == {
+    assert check(ModelSpec(name="cnn", params={"channels": [8, 16], "dropout": 0})) == {
         "channels": [8, 16],
         "dropout": 0.0,
     }

@@ -6,14 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.errors import CheckpointError
-from kdforge.models import build, load_model, load_model_with_info, save_model
+from kdforge.models import ModelSpec, build, load_model, load_model_with_info, save_model
 
 SPEC = DataSpec("digits", (1, 8, 8), 10)
-CFG = ModelConfig(name="cnn", params={"channels": [8, 16], "hidden": 32})
+CFG = ModelSpec(name="cnn", params={"channels": [8, 16], "hidden": 32})
 
 
 @pytest.fixture
@@ -42,7 +40,7 @@ def test_round_trip_gives_identical_outputs(saved: Path, trained: torch.nn.Modul
 
 
 def test_round_trip_of_a_zoo_model(tmp_path: Path) -> None:
-    cfg, spec = ModelConfig(name="resnet8"), DataSpec("cifar10", (3, 32, 32), 10)
+    cfg, spec = ModelSpec(name="resnet8"), DataSpec("cifar10", (3, 32, 32), 10)
     model = build(cfg, spec).eval()
     loaded = load_model(save_model(tmp_path / "r8", model, cfg, spec))
     x = torch.randn(2, *spec.input_shape)
@@ -92,7 +90,7 @@ def test_bad_metadata_names_the_file(saved: Path, content: str | None, expected:
 
 def test_save_refuses_a_model_that_does_not_match_its_config(tmp_path: Path, trained: torch.nn.Module) -> None:
     with pytest.raises(ValueError, match="do not fit 'mlp'"):
-        save_model(tmp_path / "m", trained, ModelConfig(name="mlp"), SPEC)
+        save_model(tmp_path / "m", trained, ModelSpec(name="mlp"), SPEC)
     assert not (tmp_path / "m").exists()
 
 

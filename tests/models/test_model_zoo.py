@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.errors import ConfigError
-from kdforge.models import MODELS, build
+from kdforge.models import MODELS, ModelSpec, build
 
 # Parameter counts on a 3x32x32, 100-class spec, computed by instantiating the official definitions
 # (HobbitLong/RepDistiller@b84f547c5db6a35318d4671d7d5c4de74c822403 models/resnet.py, models/wrn.py,
@@ -48,7 +46,7 @@ def test_registered_names() -> None:
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name: str) -> None:
-    model = build(ModelConfig(name=name), DataSpec("cifar100", (3, 32, 32), 100))
+    model = build(ModelSpec(name=name), DataSpec("cifar100", (3, 32, 32), 100))
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
 
 
@@ -58,24 +56,24 @@ NOT_FOR_IMAGES = {"gcn": "needs graph data", "sage": "needs graph data", "gat": 
 @pytest.mark.parametrize("spec", IMAGE_SPECS, ids=lambda s: s.name)
 @pytest.mark.parametrize("name", sorted(set(MODELS) - set(NOT_FOR_IMAGES) - SIGNAL_MODELS))
 def test_forward_shape_on_images(name: str, spec: DataSpec) -> None:
-    assert _forward(build(ModelConfig(name=name), spec), spec).shape == (2, spec.num_classes)
+    assert _forward(build(ModelSpec(name=name), spec), spec).shape == (2, spec.num_classes)
 
 
 @pytest.mark.parametrize("name", sorted(NOT_FOR_IMAGES))
 def test_graph_and_text_models_refuse_images(name: str) -> None:
     with pytest.raises(ConfigError, match=rf"student: model '{name}' .*{NOT_FOR_IMAGES[name]}"):
-        build(ModelConfig(name=name), IMAGE_SPECS[0], key_path="student")
+        build(ModelSpec(name=name), IMAGE_SPECS[0], key_path="student")
 
 
 def test_mlp_on_vectors() -> None:
-    model = build(ModelConfig(name="mlp", params={"hidden": [64], "dropout": 0.1}), VECTOR_SPEC)
+    model = build(ModelSpec(name="mlp", params={"hidden": [64], "dropout": 0.1}), VECTOR_SPEC)
     assert _forward(model, VECTOR_SPEC).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", ["cnn", "resnet8", "wrn_16_2", "vgg8"])
 def test_image_models_reject_vectors(name: str) -> None:
     with pytest.raises(ConfigError, match=r"teacher\.model: .*needs image inputs \(C, H, W\), got input shape \(40,\)"):
-        build(ModelConfig(name=name), VECTOR_SPEC, key_path="teacher.model")
+        build(ModelSpec(name=name), VECTOR_SPEC, key_path="teacher.model")
 
 
 @pytest.mark.parametrize(
@@ -88,12 +86,12 @@ def test_image_models_reject_vectors(name: str) -> None:
 )
 def test_cnn_configurations(params: dict) -> None:
     for spec in IMAGE_SPECS[1:]:
-        assert _forward(build(ModelConfig(name="cnn", params=params), spec), spec).shape == (2, 10)
+        assert _forward(build(ModelSpec(name="cnn", params=params), spec), spec).shape == (2, 10)
 
 
 def test_wrn_dropout_is_active_in_training_only() -> None:
     spec = IMAGE_SPECS[2]
-    model = build(ModelConfig(name="wrn_16_2", params={"dropout": 0.5}), spec)
+    model = build(ModelSpec(name="wrn_16_2", params={"dropout": 0.5}), spec)
     x = torch.randn(4, *spec.input_shape)
     with torch.no_grad():
         assert not torch.equal(model(x), model(x))
@@ -103,7 +101,7 @@ def test_wrn_dropout_is_active_in_training_only() -> None:
 
 def test_cnn1d_default_is_mnist1d_convbase() -> None:
     """greydanus/mnist1d notebooks/models.py ConvBase: 150 + 1,900 + 1,900 conv + 1,260 linear parameters."""
-    model = build(ModelConfig(name="cnn1d"), VECTOR_SPEC)
+    model = build(ModelSpec(name="cnn1d"), VECTOR_SPEC)
     assert sum(p.numel() for p in model.parameters()) == 5_210
     convs = [model.features.conv1, model.features.conv2, model.features.conv3]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
@@ -116,7 +114,7 @@ def test_cnn1d_default_is_mnist1d_convbase() -> None:
 
 
 def test_cnn1d_layers_can_be_tapped_by_module_path() -> None:
-    names = dict(build(ModelConfig(name="cnn1d"), VECTOR_SPEC).named_modules())
+    names = dict(build(ModelSpec(name="cnn1d"), VECTOR_SPEC).named_modules())
     assert {"features", "features.conv1", "features.relu3", "flatten", "fc"} <= set(names)
 
 
@@ -129,7 +127,7 @@ def test_cnn1d_layers_can_be_tapped_by_module_path() -> None:
     ],
 )
 def test_cnn1d_configurations(spec: DataSpec, params: dict, fc_in: int) -> None:
-    model = build(ModelConfig(name="cnn1d", params=params), spec)
+    model = build(ModelSpec(name="cnn1d", params=params), spec)
     assert model.fc.in_features == fc_in
     assert _forward(model, spec).shape == (2, spec.num_classes)
 
@@ -138,16 +136,16 @@ def test_cnn1d_configurations(spec: DataSpec, params: dict, fc_in: int) -> None:
 def test_cnn1d_rejects_images(spec: DataSpec) -> None:
     expected = r"^student: .*needs 1-D signal inputs \(L,\) or \(C, L\), got tensor input shape"
     with pytest.raises(ConfigError, match=expected):
-        build(ModelConfig(name="cnn1d"), spec, key_path="student")
+        build(ModelSpec(name="cnn1d"), spec, key_path="student")
 
 
 def test_cnn1d_too_short_input_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"input length 2 is too short for conv1"):
-        build(ModelConfig(name="cnn1d"), DataSpec("short", (2,), 2))
+        build(ModelSpec(name="cnn1d"), DataSpec("short", (2,), 2))
 
 
 def test_cnn1d_rejects_bad_params() -> None:
     with pytest.raises(ConfigError, match=r"model\.params\.kernel_sizes: .*at least 1"):
-        build(ModelConfig(name="cnn1d", params={"kernel_sizes": []}), VECTOR_SPEC)
+        build(ModelSpec(name="cnn1d", params={"kernel_sizes": []}), VECTOR_SPEC)
     with pytest.raises(ConfigError, match=r"model\.params\.channels: .*greater than 0"):
-        build(ModelConfig(name="cnn1d", params={"channels": 0}), VECTOR_SPEC)
+        build(ModelSpec(name="cnn1d", params={"channels": 0}), VECTOR_SPEC)

@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 import kdforge.models as models
-from kdforge.config.schema import ModelConfig
 from kdforge.data.types import Batch, DataSpec
 from kdforge.errors import ConfigError
+from kdforge.models import ModelSpec
 from kdforge.models.taps import Taps
 
 SPEC = DataSpec("cifar-like", (3, 32, 32), 10)
@@ -20,7 +20,7 @@ def _batch(n=4):
 @pytest.fixture
 def resnet():
     torch.manual_seed(0)
-    return models.build(ModelConfig(name="resnet8x4"), SPEC)
+    return models.build(ModelSpec(name="resnet8x4"), SPEC)
 
 
 def test_outputs_and_inputs_by_path_match_a_manual_forward(resnet):

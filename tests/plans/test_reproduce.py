@@ -49,9 +49,7 @@ def test_one_teacher_per_recipe_trains_to_the_same_weights(tmp_path: Path) -> No
     thread count) gives the same folder name and the same weights."""
     import torch
 
-    from kdforge.api import prepare_teacher, teacher_dir
-    from kdforge.config import load_config
-    from kdforge.data import build
+    from kdforge.api import build_data, load_config, prepare_teacher, teacher_dir
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -60,7 +58,7 @@ def test_one_teacher_per_recipe_trains_to_the_same_weights(tmp_path: Path) -> No
         for store in ("s1", "s2"):
             cfg = load_config(REPO / "configs" / "digits_kd.yaml",
                               ["teacher.recipe.train.epochs=2", f"teacher.store_dir={tmp_path / store}"])
-            prepare_teacher(cfg, build(cfg.data))
+            prepare_teacher(cfg, build_data(cfg.data))
             folders.append(teacher_dir(cfg))
     finally:
         torch.set_num_threads(threads)

@@ -15,7 +15,7 @@ from throwaway_pg import local_postgres, unavailable  # tests/throwaway_pg.py
 
 from kdforge.api import run
 from kdforge.cli import main
-from kdforge.config import load_config
+from kdforge.api import load_config
 from kdforge.search.runner import search
 from kdforge.search.space import load_search_config
 

@@ -131,7 +131,7 @@ def test_cli_input_errors_are_one_line_and_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "search").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_shipped_search_configs_validate(path):
-    from kdforge.config import load_config
+    from kdforge.api import load_config
 
     cfg, experiment = load_search_config(path)
     exp = load_config(experiment, cfg.overrides)

@@ -153,12 +153,12 @@ def diagnose_run(config: str, overrides: Sequence[str] = (), steps: int = 300,
     """`diagnose` on a config's saved teacher (teacher.store_dir; trained first if missing), its validation split and
     its unlabeled split with the hidden labels; α and k from the config's `slam` params when it has them."""
     from kdforge import api, data
-    from kdforge.config import load_config
+    from kdforge.api import load_config
     from kdforge.data import iter_eval
     from kdforge.errors import ConfigError
 
     cfg = load_config(config, list(overrides))
-    bundle = data.build(cfg.data)
+    bundle = api.build_data(cfg.data)
     if bundle.unlabeled is None or bundle.unlabeled.hidden_y is None or bundle.val is None or bundle.val.y is None:
         raise ConfigError("data: the diagnostic needs a label budget (data.label_budget) and data.val_fraction > 0")
     teacher = api.prepare_teacher(cfg, bundle).eval()

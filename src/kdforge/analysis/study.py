@@ -16,23 +16,23 @@ import torch
 import yaml
 from torch import Tensor
 
-import kdforge.data as data_mod
 import kdforge.models as models
 from kdforge.analysis.bias_variance import ce_decomposition, mse_decomposition
 from kdforge.analysis.grad_variance import (
     LinearProblem, batch_gradients, linear_measured_curve, linear_regression_variance, sgd_checkpoints, variance_curve,
 )
-from kdforge.api import prepare_teacher, run
+from kdforge.api import build_data, build_model, check_method, prepare_teacher, run
 from kdforge.compare import method_config
 from kdforge.config.schema import ExperimentConfig, MethodConfig
 from kdforge.data import DataBundle
 from kdforge.data.splits import take
 from kdforge.engine import resolve_device, seed_everything
-from kdforge.engine.metrics import classification_metrics, predict, reliability_bins
+from kdforge.data.loader import predict
+from kdforge.engine.metrics import classification_metrics, reliability_bins
 from kdforge.errors import ConfigError
 from kdforge.fileio import atomic_write_text
 from kdforge.losses import hard_cross_entropy, kd_loss
-from kdforge.methods import METHODS, validate_params
+from kdforge.methods import METHODS
 from kdforge.report import mean_std
 
 PART_SEED = 1234  # the ensemble's partition of the training split: fixed, so every method sees the same parts
@@ -62,7 +62,7 @@ def parse_variants(cfg: ExperimentConfig, spec: str) -> list[Variant]:
                 raise ConfigError(f"--methods entry {item!r}: write NAME:key=value[:key=value], e.g. kd:temperature=4")
             params[key] = yaml.safe_load(value)
         method = MethodConfig(name=name, params=params)
-        validate_params(method)
+        check_method(method)
         variants.append(Variant(item.replace(":", " ").replace("temperature=", "T="), method))
     if not variants:
         raise ConfigError("--methods names no method; e.g. ce,kd:temperature=1,kd:temperature=4,wsl")
@@ -87,7 +87,7 @@ def _slug(label: str) -> str:
 
 def _seconds_per_step(cfg: ExperimentConfig, bundle: DataBundle, teacher: torch.nn.Module | None) -> float:
     """Wall time of one training step of the student (plus a teacher forward when given), from 5 timed steps."""
-    student = models.build(cfg.student, bundle.spec, "student")
+    student = build_model(cfg.student, bundle.spec, "student")
     opt = torch.optim.SGD(student.parameters(), lr=1e-3)
     batch = bundle.train.batch(torch.arange(min(cfg.data.batch_size, len(bundle.train))))
     times = []
@@ -181,7 +181,7 @@ def bias_variance_study(cfg: ExperimentConfig, variants: list[Variant], parts: i
     """Train `parts` x `repeats` students per variant (member seeds differ) and decompose their test loss."""
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {repeats}")
-    bundle = data_mod.build(cfg.data)
+    bundle = build_data(cfg.data)
     if bundle.test is None or bundle.test.y is None:
         raise ConfigError(f"data {cfg.data.name!r} has no labelled test split to decompose the loss on")
     index = ensemble_parts(len(bundle.train), parts, bootstrap)
@@ -259,7 +259,7 @@ def grad_variance_study(cfg: ExperimentConfig, lambdas: list[float], batches: in
         raise ConfigError("grad-variance needs a teacher section in the config")
     if batches < 2 or not lambdas:
         raise ConfigError("grad-variance needs --batches >= 2 and at least one --lambdas value")
-    bundle = data_mod.build(cfg.data)
+    bundle = build_data(cfg.data)
     saved = {p.name if p.name != "student" else p.parent.name: _load_student(p, bundle) for p in students}
     teacher = prepare_teacher(cfg, bundle)
     run_dir = out / "student_ce"
@@ -268,7 +268,7 @@ def grad_variance_study(cfg: ExperimentConfig, lambdas: list[float], batches: in
     print(f"grad-variance: {0 if done else 1} training (about {_duration(est)}), then {len(saved) + 2} x {batches} "
           "x 2 gradients", flush=True)
     seed_everything(cfg.seed)
-    checkpoints = {"initialization": models.build(cfg.student, bundle.spec, "student")}
+    checkpoints = {"initialization": build_model(cfg.student, bundle.spec, "student")}
     if not done:
         run(cfg.model_copy(update={"method": MethodConfig(name="ce"), "output_dir": str(run_dir)}), resume=resume,
             overwrite=overwrite, bundle=bundle)

@@ -1,4 +1,5 @@
-"""Experiment configuration: schema, YAML loading with overrides, name checks against the registries."""
+"""The YAML schema of an experiment and its loading with overrides. It imports no registry: the API checks the
+names a config gives (`kdforge.load_config`)."""
 from kdforge.config.load import apply_overrides, dump_config, load_config, parse_config
 from kdforge.config.schema import (
     AugmentConfig,

@@ -9,12 +9,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kdforge.config.schema import ExperimentConfig
-from kdforge.config.options import describe_errors
+from kdforge.options import describe_errors
 from kdforge.errors import ConfigError
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Read a YAML experiment file, apply overrides, validate everything before any work is done."""
+    """Read a YAML experiment file, apply overrides, validate it against the schema (see `parse_config`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -32,14 +32,14 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
 
 
 def parse_config(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """The schema's validation of `data` with overrides applied. Registered names (data set, models, method,
+    teacher source) are checked by the API (`kdforge.load_config`, `kdforge.api.parse_config`), not here: the
+    schema imports no registry."""
     data = apply_overrides(dict(data), overrides)
     try:
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, ExperimentConfig)) from None
-    from kdforge.config.names import check_names  # imports the registries' contents
-
-    check_names(cfg)
     return cfg
 
 

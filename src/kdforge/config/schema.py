@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kdforge.config.options import describe_errors
+from kdforge.options import describe_errors
 from kdforge.errors import ConfigError
 
 

@@ -25,19 +25,43 @@ sample in the same view:
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdforge.config.schema import AugmentConfig
 from kdforge.errors import ConfigError
 
 _IMAGE_ONLY = ("crop_padding", "flip", "cutmix_alpha")
 
 
-def validate(augment: AugmentConfig, input_shape: tuple[int, ...], name: str) -> None:
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Batch augmentation (the YAML's `data.augment`, whose schema validates the ranges; the defaults are its):
+    random crop after zero padding, horizontal flip, mixup / cutmix with Beta(a, a) (a = 0: off), applied to a
+    batch with probability `mix_prob` when mixing is on."""
+
+    crop_padding: int = 0
+    flip: bool = False
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+
+    def __post_init__(self) -> None:  # 1 and 1.0 are one setting: a teacher cache's key records them as floats
+        for name in ("mixup_alpha", "cutmix_alpha", "mix_prob"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @property
+    def on(self) -> bool:
+        return self != AugmentSettings()
+
+    def to_json(self) -> dict[str, int | bool | float]:
+        return asdict(self)
+
+
+def validate(augment: AugmentSettings, input_shape: tuple[int, ...], name: str) -> None:
     """Refuse image-only ops on inputs that are not images ([C, H, W] per sample) before any training starts."""
     if len(input_shape) == 3:
         return
@@ -49,23 +73,23 @@ def validate(augment: AugmentConfig, input_shape: tuple[int, ...], name: str) ->
             )
 
 
-def require_off(augment: AugmentConfig, what: str) -> None:
+def require_off(augment: AugmentSettings, what: str) -> None:
     """Refuse every augmentation op on data that is not float tensors (token ids, graphs)."""
-    for key, value in augment.model_dump().items():
+    for key, value in asdict(augment).items():
         if key != "mix_prob" and value:
             raise ConfigError(f"data.augment.{key} applies to float tensors; {what} data cannot be augmented, "
                               f"so leave data.augment.{key} off")
 
 
 def augment(
-    x: Tensor, y: Tensor | None, cfg: AugmentConfig, num_classes: int, gen: torch.Generator
+    x: Tensor, y: Tensor | None, cfg: AugmentSettings, num_classes: int, gen: torch.Generator
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
     """Draw params for this batch and apply them: (augmented x, mixed target or None, params)."""
     params = draw(cfg, x.shape, gen)
     return replay(x, params), mixed_target(y, params, num_classes), params
 
 
-def draw(cfg: AugmentConfig, shape: tuple[int, ...], gen: torch.Generator) -> dict[str, Tensor]:
+def draw(cfg: AugmentSettings, shape: tuple[int, ...], gen: torch.Generator) -> dict[str, Tensor]:
     """All random choices for a batch of `shape`, in a fixed order from `gen`."""
     batch = shape[0]
     params: dict[str, Tensor] = {}

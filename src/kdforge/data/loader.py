@@ -1,32 +1,29 @@
 """Batches from a split held in memory: one seeded generator per epoch, so any epoch can be replayed alone."""
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from kdforge.config.schema import AugmentConfig
 from kdforge.data import augment as aug
-from kdforge.data.types import Batch, Split
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 64-bit seed that depends on (seed, epoch) only; hashing keeps (s, e+1) and (s+1, e) unrelated."""
-    digest = hashlib.blake2b(f"kdforge.epoch:{seed}:{epoch}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+from kdforge.data.augment import AugmentSettings
+from kdforge.data.seeds import epoch_seed, stream_seed
+from kdforge.data.types import Batch, DataBundle, Split
 
 
 @runtime_checkable
 class ViewSource(Protocol):
     """Recorded views of a split (a teacher-output cache): for the epochs it `covers`, the loader takes each
     sample's augmentation from here instead of drawing it, so the student sees exactly the view the teacher's
-    recorded output was computed on. `params` returns per-sample params (see `augment`) plus "view_epoch"."""
+    recorded output was computed on. `view` returns the recorded epoch the views come from (it becomes
+    `Batch.view_epoch`, which tells the teacher source which recording to read) and per-sample params (see
+    `augment`)."""
 
     def covers(self, split: str, epoch: int) -> bool: ...
-    def params(self, split: str, epoch: int, index: Tensor) -> dict[str, Tensor]: ...
+    def view(self, split: str, epoch: int, index: Tensor) -> tuple[int, dict[str, Tensor]]: ...
 
 
 class BatchIterator:
@@ -48,7 +45,7 @@ class BatchIterator:
         split: Split,
         batch_size: int,
         num_classes: int,
-        augment: AugmentConfig,
+        augment: AugmentSettings,
         seed: int,
         shuffle: bool = True,
         drop_last: bool = False,
@@ -101,7 +98,7 @@ class BatchIterator:
             rows = torch.tensor_split(torch.arange(len(index)), self.world_size)[self.rank]
             local = index.index_select(0, rows)
             if recorded:
-                yield self._view_batch(local, self.views.params(self.name, e, local))  # type: ignore[union-attr]
+                yield self._view_batch(local, *self.views.view(self.name, e, local))  # type: ignore[union-attr]
             elif drawing:
                 yield self._drawn_batch(index, rows, params)
             else:
@@ -118,19 +115,48 @@ class BatchIterator:
                                 target=None if target is None else target.index_select(0, rows),
                                 params=aug.rows_of(aug.per_sample(params, index), rows), split=self.name)
 
-    def _view_batch(self, index: Tensor, params: dict[str, Tensor]) -> Batch:
+    def _view_batch(self, index: Tensor, view_epoch: int, params: dict[str, Tensor]) -> Batch:
         """The batch of the samples at `index`, each in the view its per-sample `params` describe (recorded views:
-        any batch composition, partners anywhere in the split)."""
+        any batch composition, partners anywhere in the split), from the recording of epoch `view_epoch`."""
         if self.split.graph is not None or not self.split.x.is_floating_point():
-            return self.split.batch(index, params=params, split=self.name)
+            return self.split.batch(index, params=params, split=self.name, view_epoch=view_epoch)
         y = None if self.split.y is None else self.split.y.index_select(0, index)
         x = aug.replay_samples(self.split.x, index, params)
         target = aug.mixed_target_samples(self.split.y, y, params, self.num_classes)
-        return self.split.batch(index, x=x, target=target, params=params, split=self.name)
+        return self.split.batch(index, x=x, target=target, params=params, split=self.name, view_epoch=view_epoch)
 
     @property
     def augment_on(self) -> bool:
-        return self.augment != AugmentConfig()
+        return self.augment.on
+
+
+@dataclass(frozen=True, eq=False)
+class Batches:
+    """How one run draws batches from every split of its data: the batch size, the augmentation and, for the
+    epochs they cover, recorded views (a teacher-output cache's; the API wires them here). `loader(split, seed)`
+    seeds each split's stream from the run's seed by `stream_seed`, so the trainer, a method's other loaders
+    (`StepContext.loader`) and the cache that records the views they will replay all draw the same batches."""
+
+    data: DataBundle
+    size: int
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    views: ViewSource | None = None
+
+    def loader(self, split: str, seed: int, rank: int = 0, world_size: int = 1) -> BatchIterator:
+        """`split`'s batches in a run seeded `seed`, this process's share of each (`rank` of `world_size`)."""
+        return BatchIterator(self.data.split(split), self.size, self.data.spec.num_classes, self.augment,
+                             seed=stream_seed(seed, split), name=split, rank=rank, world_size=world_size,
+                             views=self.views)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> Tensor:
+    """Logits of `model` on a whole split, in order, on the CPU (the model's train/eval mode is kept)."""
+    was_training = model.training
+    model.eval()
+    out = [batch.to(device).forward(model).float().cpu() for batch in iter_eval(split, batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
 
 
 def iter_eval(split: Split, batch_size: int) -> Iterator[Batch]:

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from kdforge.fileio import tensor_digest
+
 Kind = Literal["tensor", "tokens", "graph"]
 KINDS: tuple[str, ...] = ("tensor", "tokens", "graph")
 PAD_ID = 0  # token id of padding in every tokens data set; models mask it
@@ -99,6 +101,12 @@ class Split:
         pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
         return replace(self, x=self.x.index_select(0, index), y=pick(self.y), hidden_y=pick(self.hidden_y))
 
+    def digest(self) -> str:
+        """sha256 of everything a model sees of the split: its inputs, and a graph's features and edges (a key
+        for what was computed from them: a teacher's logits, a teacher-output cache)."""
+        inputs = [self.x] if self.graph is None else [self.x, self.graph.x, self.graph.edge_index]
+        return tensor_digest(inputs)
+
     def unlabel(self) -> "Split":
         """The same samples with their labels moved to `hidden_y`: what training may not see."""
         return replace(self, y=None, hidden_y=self.y if self.y is not None else self.hidden_y)
@@ -141,7 +149,8 @@ class Batch:
     batch's rows from the output. `y` holds the hard labels (None for unlabeled samples); `target` is the label
     distribution after mixup/cutmix (None when no mixing happened). `index` is each sample's position in its
     split, `split` names the split and `params` holds the augmentation parameters, so that a teacher-output
-    cache can replay exactly this view.
+    cache can replay exactly this view; `view_epoch` is set when the views were replayed from a recording (a
+    teacher-output cache): the recorded epoch whose teacher outputs belong to them.
     """
 
     x: Tensor
@@ -152,6 +161,7 @@ class Batch:
     extra: tuple[Tensor, ...] = ()
     select: Tensor | None = None
     split: str = "train"
+    view_epoch: int | None = None
 
     def __len__(self) -> int:
         return int(self.index.shape[0])

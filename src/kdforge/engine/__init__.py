@@ -4,7 +4,8 @@ from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput,
 from kdforge.engine.metrics import agreement_metrics, evaluate, predict
 from kdforge.engine.runtime import Runtime, resolve_device
 from kdforge.engine.seeding import seed_everything
-from kdforge.engine.trainer import FitResult, Metrics, Trainer
+from kdforge.engine.result import FitResult, Metrics
+from kdforge.engine.trainer import Trainer
 
 __all__ = ["FitResult", "Metrics", "Optimization", "Plan", "Runtime", "StepContext", "StepOutput", "TrainMethod",
            "Trainer", "agreement_metrics", "evaluate", "latest_checkpoint", "load_checkpoint", "predict",

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kdforge.errors import CheckpointError
-from kdforge.fileio import DIR_MODE, FILE_MODE, atomic_write_text, sha256_of
+from kdforge.fileio import DIR_MODE, FILE_MODE, TensorFileError, atomic_write_text, read_tensors, sha256_of, write_tensors
 
 WEIGHTS, STATE, META, LATEST = "weights.safetensors", "state.pt", "meta.json", "latest.json"
 
@@ -61,10 +59,10 @@ def save_checkpoint(ckpt_dir: Path, name: str, module: nn.Module, state: dict[st
     tmp = Path(tempfile.mkdtemp(dir=ckpt_dir, prefix=f".{final.name}."))
     try:
         weights = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
-        save_file(weights, str(tmp / WEIGHTS))
+        weights_sum = write_tensors(tmp / WEIGHTS, weights)["sha256"]
         torch.save(state, tmp / STATE)
         meta = {"epoch": state.get("epoch"), "batch": state.get("batch"), "step": state.get("step"),
-                "sha256": {WEIGHTS: sha256_of(tmp / WEIGHTS), STATE: sha256_of(tmp / STATE)}}
+                "sha256": {WEIGHTS: weights_sum, STATE: sha256_of(tmp / STATE)}}
         (tmp / META).write_text(json.dumps(meta, indent=2))
         _fsync_dir_files(tmp)
         os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700
@@ -134,12 +132,19 @@ def load_checkpoint(path: Path) -> Checkpoint:
         f = path / name
         if not f.exists():
             raise CheckpointError(f"{f} is missing; the checkpoint is incomplete, resume from an earlier one")
-        if sha256_of(f) != sums.get(name):
-            raise CheckpointError(f"{f} is truncated or corrupt (sha256 mismatch); resume from an earlier checkpoint")
+    if sha256_of(path / STATE) != sums.get(STATE):
+        raise CheckpointError(f"{path / STATE} is truncated or corrupt (sha256 mismatch); resume from an earlier "
+                              "checkpoint")
     try:
-        weights = load_file(str(path / WEIGHTS))
+        weights = read_tensors(path / WEIGHTS, str(sums.get(WEIGHTS)))
         state = torch.load(path / STATE, weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
+    except TensorFileError as err:
+        if err.problem == "mismatch":
+            raise CheckpointError(f"{err.path} is truncated or corrupt (sha256 mismatch); resume from an earlier "
+                                  "checkpoint") from None
+        raise CheckpointError(f"{path} could not be read safely ({err.detail or err.problem}); resume from an "
+                              "earlier checkpoint") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} could not be read safely ({first}); resume from an earlier checkpoint") from None
     if not isinstance(state, dict):

@@ -8,18 +8,21 @@ learned losses, pseudo-label sets) in `extra_state`, which checkpoints carry so 
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from kdforge.config.schema import AugmentConfig, RecipeConfig
-from kdforge.data import Batch, BatchIterator, DataBundle, ViewSource
+from kdforge.data.augment import AugmentSettings
+from kdforge.data.loader import Batches, BatchIterator
+from kdforge.data.types import Batch, DataBundle
 from kdforge.engine.runtime import Runtime
+from kdforge.engine.settings import Recipe
+from kdforge.fileio import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from kdforge.engine.log import RunLogger
@@ -53,7 +56,7 @@ class Optimization:
 class Plan:
     """How long the run is: what `configure_optimizers` needs to build per-step schedules."""
 
-    recipe: RecipeConfig
+    recipe: Recipe
     epochs: int
     steps_per_epoch: int
 
@@ -75,22 +78,21 @@ class StepOutput:
 
 @dataclass
 class StepContext:
-    """The engine's side of a step: where the run is, the data, the runtime, the logger and the optimizers."""
+    """The engine's side of a step: where the run is, the data and how it is batched, the runtime, the logger and
+    the optimizers."""
 
     plan: Plan
-    data: DataBundle
+    batches: Batches
     runtime: Runtime
     optimizers: dict[str, Optimization]
     logger: "RunLogger | None" = None
-    augment: AugmentConfig = AugmentConfig()
-    batch_size: int = 128
+    run_dir: Path | None = None  # where `save_artifact` writes (None: nowhere, e.g. a context built by hand)
     epoch: int = 0
     step: int = 0  # optimizer-independent global step: training batches completed before this one
     batch_index: int = 0  # position of the current batch in its epoch
     # This process's share of the global batch times the number of processes (1.0 with equal shares): gradients
     # are averaged with these weights, so N processes step exactly as one process on the whole batch would.
     grad_weight: float = 1.0
-    views: "ViewSource | None" = None  # recorded views (a teacher-output cache) for `loader(split)`
     _loaders: dict[str, BatchIterator] = field(default_factory=dict, repr=False)
     streams: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (pass, next batch); checkpointed
     _iters: dict[str, Iterator[Batch]] = field(default_factory=dict, repr=False)
@@ -104,8 +106,21 @@ class StepContext:
         return self.plan.total_steps
 
     @property
-    def recipe(self) -> RecipeConfig:
+    def recipe(self) -> Recipe:
         return self.plan.recipe
+
+    @property
+    def data(self) -> DataBundle:
+        """Every split of the run's data (validation, unlabeled, test)."""
+        return self.batches.data
+
+    @property
+    def augment(self) -> AugmentSettings:
+        return self.batches.augment
+
+    @property
+    def batch_size(self) -> int:
+        return self.batches.size
 
     def optimize(self, loss: Tensor, names: Iterable[str] | None = None) -> None:
         """Zero the named optimizers' gradients (all by default), backpropagate `loss`, average the gradients over
@@ -125,11 +140,8 @@ class StepContext:
         """Batches of another split (e.g. `unlabeled`) with the run's batch size, augmentation and seed; its
         epoch e depends on (seed, split, e) only, so a method that draws from it still resumes exactly."""
         if split not in self._loaders:
-            part = self.data.split(split)
-            self._loaders[split] = BatchIterator(part, self.batch_size, self.data.spec.num_classes, self.augment,
-                                                 seed=hash_seed(self.recipe.seed, split), name=split,
-                                                 rank=self.runtime.rank, world_size=self.runtime.world_size,
-                                                 views=self.views)
+            self._loaders[split] = self.batches.loader(split, self.recipe.seed, self.runtime.rank,
+                                                       self.runtime.world_size)
         return self._loaders[split]
 
     def next_batch(self, split: str) -> Batch:
@@ -156,10 +168,16 @@ class StepContext:
         if self.logger is not None:
             self.logger.log("method", self.step, epoch=self.epoch, **values)
 
-
-def hash_seed(seed: int, name: str) -> int:
-    """A seed for a named stream derived from the run's seed (stable across processes and Python versions)."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=7).digest(), "little")
+    def save_artifact(self, name: str, data: str | bytes) -> Path | None:
+        """Write `data` as the file `name` in the run folder, atomically, on the main process only: what a method
+        produces besides its weights (DFA's derived aggregation). Returns the file, or None where nothing was
+        written (another process, or no run folder)."""
+        if self.run_dir is None or not self.runtime.is_main:
+            return None
+        path = self.run_dir / name
+        if isinstance(data, bytes):
+            return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        return atomic_write_text(path, data)
 
 
 @runtime_checkable

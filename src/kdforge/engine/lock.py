@@ -2,7 +2,7 @@
 
 Two processes writing the same run folder would interleave checkpoints and logs; the second one is refused with a
 message naming the first. A lock left by a killed process on this host is taken over with a warning (its pid is
-no longer alive). The lock is reentrant within a process, so the API can hold it around the engine's own use.
+no longer alive). The API is its one owner: it takes it once around a whole run (`kdforge.api.run_lock`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from types import TracebackType
 from kdforge.errors import ConfigError
 
 LOCK = ".lock"
-_HELD: dict[Path, int] = {}  # lock files this process holds -> nesting depth
 
 
 def process_state(pid: int) -> str | None:
@@ -48,10 +47,6 @@ class RunLock:
         self.path = Path(run_dir) / LOCK
 
     def __enter__(self) -> "RunLock":
-        key = self.path.resolve()
-        if key in _HELD:
-            _HELD[key] += 1
-            return self
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,15 +55,10 @@ class RunLock:
         except OSError as e:  # a parent that is a file, a read-only or full disk, no permission
             raise ConfigError(f"cannot write the run folder {self.path.parent} ({e.strerror or e}); choose another "
                               "output folder (output_dir) or fix its permissions") from None
-        _HELD[key] = 1
         return self
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
-        key = self.path.resolve()
-        _HELD[key] -= 1
-        if _HELD[key] == 0:
-            del _HELD[key]
-            self.path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
 
     def _create(self, owner: dict[str, object]) -> bool:
         try:

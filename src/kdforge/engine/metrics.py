@@ -8,18 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdforge.data import Split, iter_eval
+from kdforge.data import Split
 from kdforge.data.corruptions import corrupt
-
-
-@torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> Tensor:
-    """Logits of `model` on a whole split, in order, on the CPU."""
-    was_training = model.training
-    model.eval()
-    out = [batch.to(device).forward(model).float().cpu() for batch in iter_eval(split, batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+from kdforge.data.loader import predict
 
 
 def reliability_bins(logits: Tensor, labels: Tensor, n_bins: int = 15) -> dict[str, list[float]]:

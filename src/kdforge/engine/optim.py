@@ -8,10 +8,10 @@ from functools import partial
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from kdforge.config.schema import OptimConfig, ScheduleConfig
+from kdforge.engine.settings import OptimSettings, ScheduleSettings
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimSettings) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -21,7 +21,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> t
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(step: int, cfg: ScheduleConfig, base_lr: float, epochs: int, steps_per_epoch: int) -> float:
+def lr_factor(step: int, cfg: ScheduleSettings, base_lr: float, epochs: int, steps_per_epoch: int) -> float:
     """Multiplier of the base lr at optimizer step `step` (0-based); schedules are defined in epochs."""
     epoch = step / steps_per_epoch
     if cfg.name == "onecycle":
@@ -56,7 +56,7 @@ def _cos(begin: float, end: float, pct: float) -> float:
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, cfg: ScheduleSettings, epochs: int, steps_per_epoch: int
 ) -> LambdaLR:
     base_lr = optimizer.param_groups[0]["lr"]
     fn = partial(lr_factor, cfg=cfg, base_lr=base_lr, epochs=epochs, steps_per_epoch=steps_per_epoch)

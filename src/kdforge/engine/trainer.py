@@ -10,82 +10,50 @@ from __future__ import annotations
 
 import shutil
 import time
-from contextlib import nullcontext
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from kdforge.config.schema import AugmentConfig, RecipeConfig
-from kdforge.data import BatchIterator, DataBundle, Split, ViewSource
+from kdforge.data.loader import Batches
+from kdforge.data.seeds import hash_seed
+from kdforge.data.types import Split
 from kdforge.engine.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
-from kdforge.engine.contract import Plan, StepContext, TrainMethod, hash_seed
-from kdforge.engine.lock import RunLock
+from kdforge.engine.contract import Plan, StepContext, TrainMethod
 from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.metrics import evaluate
+from kdforge.engine.result import EpochCallback, ExtraMetrics, FitResult, Metrics
 from kdforge.engine.runtime import Runtime
 from kdforge.engine.seeding import rng_state, seed_everything, set_rng_state
+from kdforge.engine.settings import Recipe
 from kdforge.engine.syncbn import SyncState, enable_sync_batchnorm
 from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 
-EpochCallback = Callable[[int, dict[str, Any]], None]
-#: (split name, the model's logits on it) -> extra metrics, e.g. agreement with a teacher's logits.
-ExtraMetrics = Callable[[str, Tensor], dict[str, float]]
-
-
-class Metrics(dict[str, float]):
-    """Metrics of one split; when the split was not given it is empty and its `note` (and any lookup) says so."""
-
-    def __init__(self, values: dict[str, float] | None = None, note: str = "") -> None:
-        super().__init__(values or {})
-        self.note = note
-
-    def __missing__(self, key: str) -> float:
-        raise KeyError(f"{key!r}: {self.note}" if self.note else key)
-
-    def __repr__(self) -> str:
-        return f"Metrics({self.note})" if self.note and not self else super().__repr__()
-
-
-@dataclass
-class FitResult:
-    val: Metrics
-    test: Metrics
-    epochs: int
-    steps: int
-    wall_time_s: float
-    resumed_from: int | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
 class Trainer:
-    """Runs `recipe.train.epochs` epochs of `method.training_step` over `data.train`.
+    """Runs `recipe.train.epochs` epochs of `method.training_step` over the training split of `batches.data`.
 
-    `extra_metrics` adds metrics to every evaluation (the API passes agreement with the teacher). Only the
-    runtime's main process writes files. `tensorboard` and the progress bar (`recipe.train.progress`) can be
-    turned off; neither changes the numbers.
+    `batches` says how every split is batched (size, augmentation, recorded views); `extra_metrics` adds metrics to
+    every evaluation (the API passes agreement with the teacher). Only the runtime's main process writes files.
+    `tensorboard` and the progress bar (`recipe.train.progress`) can be turned off; neither changes the numbers.
     """
 
     def __init__(
         self,
         method: TrainMethod,
-        data: DataBundle,
-        recipe: RecipeConfig,
+        batches: Batches,
+        recipe: Recipe,
         run_dir: str | Path,
-        batch_size: int,
+        *,
         eval_batch_size: int = 1000,
-        augment: AugmentConfig = AugmentConfig(),
         label: str = "train",
         callbacks: Sequence[EpochCallback] = (),
         runtime: Runtime | None = None,
         extra_metrics: ExtraMetrics | None = None,
-        views: ViewSource | None = None,
     ) -> None:
         self.method = method
-        self.data = data
+        self.data = data = batches.data
         self.recipe = recipe
         self.cfg = recipe.train
         self.run_dir = Path(run_dir)
@@ -96,15 +64,14 @@ class Trainer:
         self.extra_metrics = extra_metrics
         self.runtime = runtime or Runtime.from_env(self.cfg.device)
         rt = self.runtime
-        self.loader = BatchIterator(data.train, batch_size, data.spec.num_classes, augment, seed=recipe.seed,
-                                    rank=rt.rank, world_size=rt.world_size, views=views)
+        self.loader = batches.loader("train", recipe.seed, rt.rank, rt.world_size)
         if len(self.loader) == 0:
-            raise ConfigError(f"data.batch_size={batch_size} leaves no batch of {len(data.train)} training samples")
+            raise ConfigError(f"data.batch_size={batches.size} leaves no batch of {len(data.train)} training samples")
         self.method.to(self.runtime.device)
         self.plan = Plan(recipe, self.cfg.epochs, len(self.loader))
         self.optimizers = method.configure_optimizers(self.plan)
-        self.ctx = StepContext(plan=self.plan, data=data, runtime=self.runtime, optimizers=self.optimizers,
-                               augment=augment, batch_size=batch_size, views=views)
+        self.ctx = StepContext(plan=self.plan, batches=batches, runtime=self.runtime, optimizers=self.optimizers,
+                               run_dir=self.run_dir)
         rt.broadcast_(self.method.trainable().state_dict().values())  # as DDP does: every process starts alike
         self._sync = SyncState(rt)
         if self.cfg.sync_batchnorm and rt.distributed:
@@ -118,11 +85,11 @@ class Trainer:
         self._position = self._start(resume, overwrite)
 
     def fit(self, resume: bool = False, overwrite: bool = False) -> FitResult:
-        """Train to the end (from a checkpoint when resuming). Holds the run folder's lock throughout."""
-        with RunLock(self.run_dir) if self.runtime.is_main else nullcontext():
-            if self._position is None:
-                self.prepare(resume, overwrite)
-            return self._fit(*self._position)
+        """Train to the end (from a checkpoint when resuming). The caller holds the run folder's lock if it wants
+        one (the API takes it once around a whole run: `kdforge.api.run_lock`)."""
+        if self._position is None:
+            self.prepare(resume, overwrite)
+        return self._fit(*self._position)
 
     def _fit(self, start_epoch: int, start_batch: int, step: int, resumed: int | None,
              acc: dict[str, Any] | None) -> FitResult:

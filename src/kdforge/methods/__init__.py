@@ -4,7 +4,8 @@ from kdforge.methods import (  # noqa: F401  (registration side effect)
     unlabeled, vid, wsl,
 )
 from kdforge.methods.base import Method, MethodParams, Setup
-from kdforge.methods.build import build, check_data, check_teacher, validate_params
+from kdforge.methods.build import MethodSpec, build, check_data, check_teacher, validate_params
 from kdforge.registry import METHODS
 
-__all__ = ["METHODS", "Method", "MethodParams", "Setup", "build", "check_data", "check_teacher", "validate_params"]
+__all__ = ["METHODS", "Method", "MethodParams", "MethodSpec", "Setup", "build", "check_data", "check_teacher",
+           "validate_params"]

@@ -8,7 +8,6 @@ from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from kdforge.losses import at_loss
-from kdforge.methods.base import MethodParams
 from kdforge.methods.feature_pairs import FeaturePairMethod, LayerPairParams
 from kdforge.registry import METHODS
 
@@ -21,13 +20,11 @@ class ATParams(LayerPairParams):
 
 
 @METHODS.register("at")
-class AT(FeaturePairMethod):
+class AT(FeaturePairMethod[ATParams]):
     """{"ce", "at"} (+ {"kd"}): at_weight * sum of at_loss over the layer pairs. RepDistiller pairs the output of
     every residual stage (helper/loops.py L134-138 @b84f547: feat[1:-1]); the maps may differ in channels and
     the larger is pooled to the smaller's size."""
 
-    Params: ClassVar[type[MethodParams]] = ATParams
-    params: ATParams
     term: ClassVar[str] = "at"
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:

@@ -1,7 +1,6 @@
 """The method contract. A simple method writes `loss_terms`; a method with its own step overrides `training_step`.
 
-    class KD(Method):                       # one file, one registered class
-        Params = KDParams
+    class KD(Method[KDParams]):             # one file, one registered class; its params declared once
         def loss_terms(self, batch, ctx):
             logits, teacher = self.student_and_teacher(batch)
             return logits, {"ce": ..., "kd": ...}
@@ -13,7 +12,7 @@ is exported. State that is not a parameter or buffer (counters, pseudo-label set
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,17 +68,31 @@ class Setup:
                    train_size=len(train), train_labels=train.y)
 
 
-class Method(nn.Module):
+P = TypeVar("P", bound=MethodParams)
+
+
+class Method(nn.Module, Generic[P]):
     """Base of every method; implements the engine's `TrainMethod` protocol with the default behaviour.
 
-    Subclasses set `Params` and `needs_teacher`, and implement `loss_terms` (or override `training_step` and,
-    with several optimizers, `configure_optimizers`).
+    A method declares its params once, as the type argument: `class KD(Method[KDParams])` validates
+    `method.params` with KDParams (`Params`, derived from the argument) and types `self.params` as KDParams.
+    Subclasses set `needs_teacher` and implement `loss_terms` (or override `training_step` and, with several
+    optimizers, `configure_optimizers`). A base shared by several methods stays generic: `class
+    UnlabeledMethod(Method[UP])` with its own type variable, `class PseudoSoft(UnlabeledMethod[SoftParams])`.
     """
 
     Params: ClassVar[type[MethodParams]] = MethodParams
     needs_teacher: ClassVar[bool] = True
+    params: P
 
-    def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):  # this class's own bases, e.g. Method[KDParams]
+            for arg in get_args(base):
+                if isinstance(arg, type) and issubclass(arg, MethodParams):
+                    cls.Params = arg
+
+    def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: P, setup: Setup) -> None:
         super().__init__()
         if self.needs_teacher and teacher is None:
             raise ValueError(f"{type(self).__name__} needs a teacher")

@@ -1,43 +1,50 @@
-"""Turn `method:` of a config into a Method: name lookup, params validation, teacher check, one-line errors."""
+"""Turn a method's name and params into a Method: name lookup, params validation, teacher check, one-line errors."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
-from kdforge.config.options import validate_options
 from kdforge.data.types import DataBundle
 from kdforge.errors import ConfigError
 from kdforge.methods.base import Method, MethodParams, Setup
+from kdforge.options import validate_options
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
 
-if TYPE_CHECKING:  # kdforge.config imports this package lazily; a runtime import here could close a cycle
-    from kdforge.config.schema import MethodConfig
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Which method: a registered name and its params (validated against the method's `Params`)."""
+
+    name: str = "ce"
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
-def validate_params(cfg: MethodConfig) -> MethodParams:
-    """`method.name` looked up and `method.params` validated (once per distinct params: validate_options caches);
-    a ConfigError names the key path."""
-    method: type[Method] = METHODS.lookup(cfg.name, "method.name")
-    return validate_options(method.Params, cfg.params, "method.params", f"method {cfg.name!r}")
+def validate_params(spec: MethodSpec) -> MethodParams:
+    """`spec.name` looked up and `spec.params` validated (once per distinct params: validate_options caches);
+    a ConfigError names the key path (`method.name`, `method.params.<key>`)."""
+    method: type[Method] = METHODS.lookup(spec.name, "method.name")
+    return validate_options(method.Params, spec.params, "method.params", f"method {spec.name!r}")
 
 
-def check_teacher(cfg: MethodConfig, has_teacher: bool) -> None:
-    """Raise ConfigError when the method distills from a teacher and the config gives none."""
-    method: type[Method] = METHODS.lookup(cfg.name, "method.name")
+def check_teacher(spec: MethodSpec, has_teacher: bool) -> None:
+    """Raise ConfigError when the method distills from a teacher and none is given."""
+    method: type[Method] = METHODS.lookup(spec.name, "method.name")
     if method.needs_teacher and not has_teacher:
-        raise ConfigError(f"method {cfg.name!r} needs a teacher: add a teacher section (checkpoint or recipe)")
+        raise ConfigError(f"method {spec.name!r} needs a teacher: add a teacher section (checkpoint or recipe)")
 
 
-def check_data(cfg: MethodConfig, data: DataBundle) -> None:
+def check_data(spec: MethodSpec, data: DataBundle) -> None:
     """The method's own check of the data (`Method.check_data`), before anything is trained."""
-    method: type[Method] = METHODS.lookup(cfg.name, "method.name")
-    method.check_data(validate_params(cfg), data)
+    method: type[Method] = METHODS.lookup(spec.name, "method.name")
+    method.check_data(validate_params(spec), data)
 
 
-def build(cfg: MethodConfig, student: nn.Module, teacher: TeacherSource | None, setup: Setup) -> Method:
-    """The configured method around `student` (and `teacher`), with validated params."""
-    params = validate_params(cfg)
-    check_teacher(cfg, teacher is not None)
-    return METHODS[cfg.name](student, teacher, params, setup)
+def build(spec: MethodSpec, student: nn.Module, teacher: TeacherSource | None, setup: Setup) -> Method:
+    """The method `spec` names around `student` (and `teacher`), with validated params."""
+    params = validate_params(spec)
+    check_teacher(spec, teacher is not None)
+    return METHODS[spec.name](student, teacher, params, setup)

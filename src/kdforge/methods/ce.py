@@ -16,10 +16,9 @@ class CEParams(MethodParams):
 
 
 @METHODS.register("ce")
-class CE(Method):
+class CE(Method[CEParams]):
     """{"ce": CE(student(x), labels)}, with the run's label smoothing and mixed labels when present."""
 
-    Params: ClassVar[type[MethodParams]] = CEParams
     needs_teacher: ClassVar[bool] = False
 
     def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:

@@ -3,17 +3,18 @@ against a momentum memory bank over the training set, with NCE on K negatives pe
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from kdforge.data.types import Batch
-from kdforge.engine.contract import StepContext, hash_seed
+from kdforge.data.seeds import hash_seed
+from kdforge.engine.contract import StepContext
 from kdforge.errors import ConfigError, at_key
 from kdforge.losses import crd_nce_loss, crd_scores
-from kdforge.methods.base import LogitTermParams, Method, MethodParams, Setup
+from kdforge.methods.base import LogitTermParams, Method, Setup
 from kdforge.methods.connectors import Embed
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
@@ -115,7 +116,7 @@ class ContrastMemory(nn.Module):
 
 
 @METHODS.register("crd")
-class CRD(Method):
+class CRD(Method[CRDParams]):
     """{"ce": ce_weight * CE, "crd": crd_weight * (NCE_s + NCE_t)} (+ {"kd"} when kd_weight > 0).
 
     As RepDistiller's `CRDLoss` (crd/criterion.py L8-48 @b84f547): `Embed` (Linear + L2 norm) of both penultimate
@@ -123,8 +124,6 @@ class CRD(Method):
     The memory spans the training split (`Setup.train_size`), addressed by `batch.index`.
     """
 
-    Params: ClassVar[type[MethodParams]] = CRDParams
-    params: CRDParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: CRDParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)

@@ -29,7 +29,7 @@ import copy
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +39,10 @@ from torch import Tensor, nn
 from kdforge.data.types import Batch, DataBundle
 from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.errors import ConfigError, at_key
-from kdforge.fileio import atomic_write_text
 from kdforge.losses import aggregate_features, hint_loss
 from kdforge.methods.base import LogitTermParams, Method, MethodParams, Setup
 from kdforge.methods.connectors import connector
-from kdforge.methods.unlabeled import require_validation
+from kdforge.methods.checks import require_validation
 from kdforge.models.taps import Taps, replaced_output
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
@@ -84,16 +83,14 @@ class DFAParams(LogitTermParams):
 
 
 @METHODS.register("dfa")
-class DFA(Method):
+class DFA(Method[DFAParams]):
     """Epochs < search: {"ce", "feature"} (+ {"kd"}) of the search copy, metrics learnability / expressivity;
     then the same terms for the student toward the derived aggregation."""
 
-    Params: ClassVar[type[MethodParams]] = DFAParams
-    params: DFAParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: DFAParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
-        if params.search and not isinstance(getattr(teacher, "model", None), nn.Module):
+        if params.search and (teacher is None or teacher.network is None):
             raise ConfigError("method dfa: the search runs the teacher's later layers on aggregated features; use "
                               "teacher.source=live, or give method.params.aggregation to skip the search")
         if params.search:  # copied before the student is tapped, so that the copy carries none of its hooks
@@ -168,13 +165,10 @@ class DFA(Method):
                 w = [F.one_hot(x.argmax(), len(x)).to(x.dtype) for x in w]
             self.derived.copy_(torch.cat(w))
             self.is_derived.fill_(True)
-        if ctx.runtime.is_main and ctx.logger is not None:
-            stages = [{"student_layer": s.student_layer, "teacher_layers": s.teacher_layers, "weights": x.tolist(),
-                       "alpha": a.detach().tolist()} for s, x, a in zip(self.params.stages, self.weights(), self.arch)]
-            atomic_write_text(ctx.logger.run_dir / AGGREGATION_FILE,
-                              json.dumps({"derive": self.params.derive, "stages": stages}, indent=2))
-            ctx.logger.log("dfa_aggregation", ctx.step, **{f"stage{i}_w{j}": v for i, s in enumerate(stages)
-                                                            for j, v in enumerate(s["weights"])})
+        stages = [{"student_layer": s.student_layer, "teacher_layers": s.teacher_layers, "weights": x.tolist(),
+                   "alpha": a.detach().tolist()} for s, x, a in zip(self.params.stages, self.weights(), self.arch)]
+        ctx.save_artifact(AGGREGATION_FILE, json.dumps({"derive": self.params.derive, "stages": stages}, indent=2))
+        ctx.log(**{f"stage{i}_w{j}": v for i, s in enumerate(stages) for j, v in enumerate(s["weights"])})
 
     def _load_aggregation(self, path: Path) -> None:
         key = "method.params.aggregation"
@@ -244,7 +238,7 @@ class DFA(Method):
         learn = sum(hint_loss(r, t) for r, t in zip(reached, targets))
         express = torch.zeros(())
         for stage, target in zip(self.params.stages, targets):
-            model = self.teacher.model  # type: ignore[union-attr]  (a live teacher: checked when built)
+            model = self.teacher.network  # type: ignore[union-attr]  (a live teacher: checked when built)
             with replaced_output(model, stage.teacher_layers[-1], target):
                 express = express + F.cross_entropy(val.forward(model), val.y)  # type: ignore[arg-type]
         return learn, express  # type: ignore[return-value]

@@ -1,7 +1,6 @@
 """Decoupled KD (Zhao et al., CVPR 2022): CE plus alpha * TCKD + beta * NCKD, ramped in over the first epochs."""
 from __future__ import annotations
 
-from typing import ClassVar
 
 from pydantic import Field
 from torch import Tensor
@@ -9,7 +8,7 @@ from torch import Tensor
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.losses import dkd_loss
-from kdforge.methods.base import LogitTermParams, Method, MethodParams
+from kdforge.methods.base import LogitTermParams, Method
 from kdforge.registry import METHODS
 
 
@@ -23,7 +22,7 @@ class DKDParams(LogitTermParams):
 
 
 @METHODS.register("dkd")
-class DKD(Method):
+class DKD(Method[DKDParams]):
     """{"ce": ce_weight * CE, "dkd": min((epoch + 1) / warmup, 1) * dkd_loss} (+ {"kd"} when kd_weight > 0).
 
     As mdistiller's `DKD.forward_train` (mdistiller/distillers/DKD.py L65-84 @a08d46f), whose epochs count from 1
@@ -32,8 +31,6 @@ class DKD(Method):
     (Deviation: mdistiller has no mixing; `dkd_loss` itself refuses a distribution).
     """
 
-    Params: ClassVar[type[MethodParams]] = DKDParams
-    params: DKDParams
 
     def warmup_weight(self, ctx: StepContext | None) -> float:
         p = self.params

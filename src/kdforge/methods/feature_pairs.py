@@ -7,7 +7,7 @@ the taps, the shape check at build time and the terms {"ce", <term>} (+ {"kd"}) 
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from pydantic import Field, model_validator
@@ -55,16 +55,17 @@ class EmbeddingPairParams(LogitTermParams):
         return [self.student_layer], [self.teacher_layer]
 
 
-class FeaturePairMethod(Method):
+PairParams = TypeVar("PairParams", bound=LayerPairParams | EmbeddingPairParams)
+
+
+class FeaturePairMethod(Method[PairParams]):
     """{"ce": ce_weight * CE, term: <term>_weight * sum of pair_loss over the layer pairs} plus {"kd"} when
-    kd_weight > 0. Subclasses set `Params` (a LayerPairParams or EmbeddingPairParams with a `<term>_weight`),
-    `term` and `pair_loss`."""
+    kd_weight > 0. Subclasses give their params as the type argument (a LayerPairParams or EmbeddingPairParams
+    with a `<term>_weight`: `class AT(FeaturePairMethod[ATParams])`), and set `term` and `pair_loss`."""
 
     term: ClassVar[str]
-    params: LayerPairParams | EmbeddingPairParams
 
-    def __init__(self, student: nn.Module, teacher: TeacherSource | None,
-                 params: LayerPairParams | EmbeddingPairParams, setup: Setup) -> None:
+    def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: PairParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
         self.student_paths, self.teacher_paths = params.layer_paths()
         self.taps, s_shapes, t_shapes = self.tap_layers(self.student_paths, self.teacher_paths,

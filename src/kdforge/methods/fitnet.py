@@ -1,7 +1,6 @@
 """FitNets (Romero et al., ICLR 2015): a regressor maps a student layer onto a teacher's hint layer."""
 from __future__ import annotations
 
-from typing import ClassVar
 
 from pydantic import Field
 from torch import Tensor, nn
@@ -10,7 +9,7 @@ from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.errors import at_key
 from kdforge.losses import hint_loss
-from kdforge.methods.base import LogitTermParams, Method, MethodParams, Setup
+from kdforge.methods.base import LogitTermParams, Method, Setup
 from kdforge.methods.connectors import connector
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
@@ -26,7 +25,7 @@ class FitNetParams(LogitTermParams):
 
 
 @METHODS.register("fitnet")
-class FitNet(Method):
+class FitNet(Method[FitNetParams]):
     """Epochs < hint_epochs: {"hint"}; then {"ce", "hint"} plus {"kd"} when kd_weight > 0.
 
     Stage 1 of the paper trains the student up to the guided layer and the regressor on the hint alone; the rest
@@ -35,8 +34,6 @@ class FitNet(Method):
     (the default) is RepDistiller's joint training.
     """
 
-    Params: ClassVar[type[MethodParams]] = FitNetParams
-    params: FitNetParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: FitNetParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)

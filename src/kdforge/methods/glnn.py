@@ -12,16 +12,16 @@ Deviation (WSL): WSL's per-sample weight needs a label; on unlabeled nodes the t
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 from torch import Tensor, nn
 
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
-from kdforge.errors import ConfigError
 from kdforge.losses import kd_loss, wsl_loss
 from kdforge.methods.base import Method, MethodParams, Setup
+from kdforge.methods.checks import require_graph
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
 
@@ -36,16 +36,13 @@ class GLNNParams(MethodParams):
 
 
 @METHODS.register("glnn")
-class GLNN(Method):
+class GLNN(Method[GLNNParams]):
     """{"ce": ce_weight * CE on the batch, "kd"|"wsl": kd_weight * soft term on `nodes`}."""
 
-    Params: ClassVar[type[MethodParams]] = GLNNParams
-    params: GLNNParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
-        if setup.spec.kind != "graph":
-            raise ConfigError(f"method glnn distills a GNN on graph data, got {self.setup.spec.kind!r} data; use kd")
+        require_graph(setup.spec, "method glnn (a GNN distilled into an MLP)", hint="; use kd")
 
     def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params

@@ -44,7 +44,7 @@ GCN is the official one: `norm: cpl`, `init: pygcn`, `input_dropout: false`, see
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from kdforge.data.types import Batch, Graph, Split
-from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput, hash_seed
+from kdforge.data.seeds import hash_seed
+from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.errors import ConfigError
 from kdforge.losses import (
     average_views,
@@ -63,6 +64,7 @@ from kdforge.losses import (
     wrong_with_wrong_neighbour,
 )
 from kdforge.methods.base import Method, MethodParams, Setup
+from kdforge.methods.checks import require_graph
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
 
@@ -97,18 +99,17 @@ class GraphPLParams(MethodParams):
     beta: float = Field(1.0, gt=0, description="loss = mean CE / beta (CPL weighted CE: beta 1/3)")
 
 
-class GraphPseudoLabel(Method):
+GP = TypeVar("GP", bound=GraphPLParams)
+
+
+class GraphPseudoLabel(Method[GP]):
     """Rounds of pseudo-labeling on a graph; subclasses only change the defaults of `GraphPLParams`."""
 
-    Params: ClassVar[type[MethodParams]] = GraphPLParams
     needs_teacher: ClassVar[bool] = False
-    params: GraphPLParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
-        if setup.spec.kind != "graph":
-            raise ConfigError(f"method {type(self).__name__}: pseudo-labeling here needs graph data, got "
-                              f"{setup.spec.kind!r} data")
+        require_graph(setup.spec, f"method {type(self).__name__}: pseudo-labeling here")
         # Snapshots of the student, checkpointed with it (submodules) and never trained.
         self.early, self.round_best, self.base, self.selected = (self._snapshot() for _ in range(4))
         self.round, self.round_epoch, self.stale, self.done = 0, 0, 0, False
@@ -299,21 +300,18 @@ class CPLParams(GraphPLParams):
 
 
 @METHODS.register("pl")
-class PlainPL(GraphPseudoLabel):
+class PlainPL(GraphPseudoLabel[PLParams]):
     """Plain self-training with pseudo-labels: most confident predictions first."""
 
-    Params: ClassVar[type[MethodParams]] = PLParams
 
 
 @METHODS.register("pl_threshold")
-class ThresholdPL(GraphPseudoLabel):
+class ThresholdPL(GraphPseudoLabel[ThresholdPLParams]):
     """Self-training with every prediction above a confidence threshold."""
 
-    Params: ClassVar[type[MethodParams]] = ThresholdPLParams
 
 
 @METHODS.register("cpl")
-class CautiousPL(GraphPseudoLabel):
+class CautiousPL(GraphPseudoLabel[CPLParams]):
     """Cautious PL (Wang et al., NeurIPS 2023): multi-view confidence, top-k, fine-tuning from an early checkpoint."""
 
-    Params: ClassVar[type[MethodParams]] = CPLParams

@@ -1,7 +1,6 @@
 """Hinton et al. 2015 knowledge distillation: CE on the labels plus T^2-scaled KL to the teacher's soft labels."""
 from __future__ import annotations
 
-from typing import ClassVar
 
 from pydantic import Field
 from torch import Tensor
@@ -23,11 +22,9 @@ class KDParams(MethodParams):
 
 
 @METHODS.register("kd")
-class KD(CountsRegularizationSamples):
+class KD(CountsRegularizationSamples[KDParams]):
     """{"ce": ce_weight * CE, "kd": kd_weight * kd_loss}."""
 
-    Params: ClassVar[type[MethodParams]] = KDParams
-    params: KDParams
 
     def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params

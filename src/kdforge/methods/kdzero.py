@@ -10,11 +10,11 @@
              transforms: [attention, l2norm], distance: l2, weight: 500.0}
 
 `kdforge search` writes the best programs it found in this form (`kdforge.search`); the operations are those of
-`kdforge.search.ops` (TRANSFORMS, DISTANCES). The default program is Hinton KD (T=4, 0.1 CE + 0.9 T^2 KL).
+`kdforge.methods.kdzero_ops` (TRANSFORMS, DISTANCES). The default program is Hinton KD (T=4, 0.1 CE + 0.9 T^2 KL).
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -25,7 +25,7 @@ from kdforge.engine.contract import StepContext
 from kdforge.errors import ConfigError
 from kdforge.methods.base import Method, MethodParams, Setup
 from kdforge.registry import METHODS
-from kdforge.search.ops import DISTANCES, distiller_loss, parse_op
+from kdforge.methods.kdzero_ops import DISTANCES, distiller_loss, parse_op
 from kdforge.teachers.base import TeacherSource
 
 MAX_TRANSFORMS = 6
@@ -83,11 +83,9 @@ class KDZeroParams(MethodParams):
 
 
 @METHODS.register("kdzero")
-class KDZero(Method):
+class KDZero(Method[KDZeroParams]):
     """{"ce": ce_weight * CE, "kdzero<i>": weight_i * D_i(T_i(K_s), T_i(K_t)) for each branch i}."""
 
-    Params: ClassVar[type[MethodParams]] = KDZeroParams
-    params: KDZeroParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: KDZeroParams,
                  setup: Setup) -> None:

@@ -57,14 +57,14 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from kdforge.config.schema import AugmentConfig
-from kdforge.data import Batch, BatchIterator, DataBundle, Split
-from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput, hash_seed
+from kdforge.data import AugmentSettings, Batch, BatchIterator, DataBundle, Split
+from kdforge.data.seeds import hash_seed
+from kdforge.engine.contract import Optimization, Plan, StepContext, StepOutput
 from kdforge.errors import ConfigError
 from kdforge.losses.l2t_dln import dln_loss, logit_stats, loss_network, preprocess_gradients
 from kdforge.meta import unroll
 from kdforge.methods.base import Method, MethodParams, Setup
-from kdforge.methods.unlabeled import require_validation
+from kdforge.methods.checks import require_validation
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
 
@@ -167,7 +167,7 @@ class ResplitStream:
     batches, starting a new pass over the train part when it runs out and losing that slot, as main.py:189-192
     does. Every draw is a function of (seed, outer loop, pass), so the `Position` alone resumes it exactly."""
 
-    def __init__(self, pool: Split, n_train: int, sizes: tuple[int, int], num_classes: int, augment: AugmentConfig,
+    def __init__(self, pool: Split, n_train: int, sizes: tuple[int, int], num_classes: int, augment: AugmentSettings,
                  seed: int) -> None:
         self.pool, self.n_train, self.sizes = pool, n_train, sizes
         self.num_classes, self.augment, self.seed = num_classes, augment, seed
@@ -214,13 +214,11 @@ class ResplitStream:
 
 
 @METHODS.register("l2t_dln")
-class L2TDLN(Method):
+class L2TDLN(Method[L2TDLNParams]):
     """Owns its step: K unrolled student steps on the learned loss, the LSTM teacher's update of the loss, a
     re-unroll; the student, the DLN, the LSTM, its memory and its Adam state are all checkpointed, and the
     official loop's data position is in `extra_state`."""
 
-    Params: ClassVar[type[MethodParams]] = L2TDLNParams
-    params: L2TDLNParams
     needs_teacher: ClassVar[bool] = False
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:

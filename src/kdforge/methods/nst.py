@@ -8,7 +8,6 @@ from pydantic import Field
 from torch import Tensor
 
 from kdforge.losses import nst_loss
-from kdforge.methods.base import MethodParams
 from kdforge.methods.feature_pairs import FeaturePairMethod, LayerPairParams
 from kdforge.registry import METHODS
 
@@ -20,12 +19,10 @@ class NSTParams(LayerPairParams):
 
 
 @METHODS.register("nst")
-class NST(FeaturePairMethod):
+class NST(FeaturePairMethod[NSTParams]):
     """{"ce", "nst"} (+ {"kd"}): nst_weight * sum of nst_loss over the layer pairs. RepDistiller pairs the output of
     every residual stage (helper/loops.py L139-143 @b84f547: feat[1:-1])."""
 
-    Params: ClassVar[type[MethodParams]] = NSTParams
-    params: NSTParams
     term: ClassVar[str] = "nst"
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:

@@ -8,7 +8,6 @@ from pydantic import Field
 from torch import Tensor
 
 from kdforge.losses import pkt_loss
-from kdforge.methods.base import MethodParams
 from kdforge.methods.feature_pairs import EmbeddingPairParams, FeaturePairMethod
 from kdforge.registry import METHODS
 
@@ -21,13 +20,11 @@ class PKTParams(EmbeddingPairParams):
 
 
 @METHODS.register("pkt")
-class PKT(FeaturePairMethod):
+class PKT(FeaturePairMethod[PKTParams]):
     """{"ce", "pkt"} (+ {"kd"}): pkt_weight * pkt_loss of the two embeddings. As RepDistiller (helper/loops.py
     L153-156 @b84f547: feat[-1], the pooled input of the classifier; no projection, train_student.py L207-208),
     the embeddings may differ in size and nothing is trained besides the student."""
 
-    Params: ClassVar[type[MethodParams]] = PKTParams
-    params: PKTParams
     term: ClassVar[str] = "pkt"
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from the trained teacher's weights instead), with the run's optimizer and schedu
 from __future__ import annotations
 
 import copy
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -48,16 +48,14 @@ def reinitialise(model: nn.Module) -> nn.Module:
 
 
 @METHODS.register("prokt")
-class ProKT(Method):
+class ProKT(Method[ProKTParams]):
     """Two optimizers: the guide (projected teacher) steps first, then the student on the guide's new outputs."""
 
-    Params: ClassVar[type[MethodParams]] = ProKTParams
-    params: ProKTParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)
-        model = getattr(teacher, "model", None)
-        if not isinstance(model, nn.Module):
+        model = None if teacher is None else teacher.network
+        if model is None:
             raise ConfigError("method prokt trains a copy of the teacher network; use teacher.source: live")
         guide = copy.deepcopy(model).train()
         for q in guide.parameters():

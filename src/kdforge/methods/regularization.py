@@ -14,10 +14,10 @@ from torch import Tensor
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.losses import regularization_samples
-from kdforge.methods.base import Method
+from kdforge.methods.base import Method, P
 
 
-class CountsRegularizationSamples(Method):
+class CountsRegularizationSamples(Method[P]):
     """A Method that counts, per epoch, the training samples on which the student beats its teacher."""
 
     _reg_counts: Tensor | None = None  # [regularization samples, labelled samples seen] of the current epoch

@@ -2,7 +2,6 @@
 by a fusion of the student's same stage with all its deeper stages (the review path), through ABF modules."""
 from __future__ import annotations
 
-from typing import ClassVar
 
 from pydantic import Field
 from torch import Tensor, nn
@@ -11,7 +10,7 @@ from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.errors import ConfigError
 from kdforge.losses import hcl_loss
-from kdforge.methods.base import Method, MethodParams, Setup
+from kdforge.methods.base import Method, Setup
 from kdforge.methods.connectors import ABF
 from kdforge.methods.feature_pairs import LayerPairParams
 from kdforge.registry import METHODS
@@ -38,7 +37,7 @@ def _as_map(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 @METHODS.register("reviewkd")
-class ReviewKD(Method):
+class ReviewKD(Method[ReviewKDParams]):
     """{"ce": ce_weight * CE, "reviewkd": reviewkd_weight * min((epoch + 1) / warmup_epochs, 1) * HCL} (+ {"kd"}).
 
     The deepest student layer goes through an ABF alone; each shallower one is fused with the residual coming
@@ -49,8 +48,6 @@ class ReviewKD(Method):
     Deviation: its warm-up counts epochs from 1, which is (epoch + 1) here.
     """
 
-    Params: ClassVar[type[MethodParams]] = ReviewKDParams
-    params: ReviewKDParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: ReviewKDParams,
                  setup: Setup) -> None:

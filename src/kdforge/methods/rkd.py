@@ -8,7 +8,6 @@ from pydantic import Field
 from torch import Tensor
 
 from kdforge.losses import rkd_loss
-from kdforge.methods.base import MethodParams
 from kdforge.methods.feature_pairs import EmbeddingPairParams, FeaturePairMethod
 from kdforge.registry import METHODS
 
@@ -22,13 +21,11 @@ class RKDParams(EmbeddingPairParams):
 
 
 @METHODS.register("rkd")
-class RKD(FeaturePairMethod):
+class RKD(FeaturePairMethod[RKDParams]):
     """{"ce", "rkd"} (+ {"kd"}): rkd_weight * rkd_loss of the two embeddings. As RepDistiller (helper/loops.py
     L149-152 @b84f547: feat[-1], the pooled input of the classifier; no projection, train_student.py L205-206),
     the embeddings may differ in size and nothing is trained besides the student."""
 
-    Params: ClassVar[type[MethodParams]] = RKDParams
-    params: RKDParams
     term: ClassVar[str] = "rkd"
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:

@@ -41,7 +41,6 @@ from kdforge.losses import (
     SlamTarget, alpha_summary, alpha_sums, calibrate_slam, isotonic_predict, resolve_alpha_floor,
     slam_loss, teacher_confidence,
 )
-from kdforge.methods.base import MethodParams
 from kdforge.methods.unlabeled import CalibratedParams, UnlabeledMethod
 from kdforge.registry import METHODS
 
@@ -63,12 +62,10 @@ class SLaMParams(CalibratedParams):
 
 
 @METHODS.register("slam")
-class SLaM(UnlabeledMethod):
+class SLaM(UnlabeledMethod[SLaMParams]):
     """Labeled CE plus slam_loss on unlabeled batches, with α(x) isotonic in the teacher's confidence and k fitted
     on validation data at the first step."""
 
-    Params: ClassVar[type[MethodParams]] = SLaMParams
-    params: SLaMParams
     calibrates: ClassVar[bool] = True
     calibration_target: ClassVar[str] = "α(x) and k"
     _sums: Tensor | None = None  # losses.ALPHA_SUMS over the unlabeled rows drawn so far

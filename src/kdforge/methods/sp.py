@@ -8,7 +8,6 @@ from pydantic import Field
 from torch import Tensor
 
 from kdforge.losses import sp_loss
-from kdforge.methods.base import MethodParams
 from kdforge.methods.feature_pairs import FeaturePairMethod, LayerPairParams
 from kdforge.registry import METHODS
 
@@ -20,12 +19,10 @@ class SPParams(LayerPairParams):
 
 
 @METHODS.register("sp")
-class SP(FeaturePairMethod):
+class SP(FeaturePairMethod[SPParams]):
     """{"ce", "sp"} (+ {"kd"}): sp_weight * sum of sp_loss over the layer pairs. RepDistiller uses one pair, the
     output of the last residual stage (helper/loops.py L144-148 @b84f547: feat[-2]); any shapes compare."""
 
-    Params: ClassVar[type[MethodParams]] = SPParams
-    params: SPParams
     term: ClassVar[str] = "sp"
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:

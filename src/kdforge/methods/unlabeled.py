@@ -15,7 +15,7 @@ hidden labels never reach a loss.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from pydantic import Field
@@ -24,12 +24,12 @@ from torch import Tensor
 from kdforge.data import iter_eval
 from kdforge.data.types import Batch, DataBundle
 from kdforge.engine.contract import StepContext, StepOutput
-from kdforge.errors import ConfigError
 from kdforge.losses import (
     confidence_mask, forward_corrected_loss, hard_pseudo_label_loss, kd_loss, thresholded_pseudo_label_loss,
     transition_matrix,
 )
 from kdforge.methods.base import Method, MethodParams
+from kdforge.methods.checks import require_unlabeled, require_validation
 from kdforge.registry import METHODS
 
 
@@ -44,20 +44,19 @@ class CalibratedParams(UnlabeledParams):
                                                        "is an error before training")
 
 
-class UnlabeledMethod(Method):
+UP = TypeVar("UP", bound=UnlabeledParams)
+
+
+class UnlabeledMethod(Method[UP]):
     """Labeled CE plus `unlabeled_loss` on unlabeled batches; subclasses that calibrate set `calibrates`."""
 
-    Params: ClassVar[type[MethodParams]] = UnlabeledParams
-    params: UnlabeledParams
     calibrates: ClassVar[bool] = False
     calibration_target: ClassVar[str] = ""  # what is fitted on validation data, for error messages
 
     @classmethod
     def check_data(cls, params: MethodParams, data: DataBundle) -> None:
         name = METHODS.name_of(cls)
-        if data.unlabeled is None:
-            raise ConfigError(f"method {name!r} distills on unlabeled examples, but the data has none: set "
-                              "data.label_budget.labeled (e.g. 0.05) to keep only some labels")
+        require_unlabeled(data, name)
         if cls.calibrates:
             assert isinstance(params, CalibratedParams)
             require_validation(data, params.min_val_samples, f"{cls.calibration_target} of method {name!r}")
@@ -127,36 +126,21 @@ class UnlabeledMethod(Method):
         return {"pseudo_label_acc": teacher_logits.argmax(1).eq(truth).float().mean()}
 
 
-def require_validation(data: DataBundle, minimum: int, what: str) -> None:
-    """A ConfigError unless `data` has a labeled validation split, distinct from test, of `minimum` samples."""
-    if data.val is None or data.val.y is None:
-        raise ConfigError(f"{what} is fitted on labeled validation data, and there is none: set data.val_fraction "
-                          "above 0")
-    if data.val is data.test:
-        raise ConfigError(f"{what} is fitted on validation data, but data.val_fraction=0 makes the test split the "
-                          "validation split; set data.val_fraction above 0")
-    if len(data.val) < minimum:
-        raise ConfigError(f"data: the validation split has {len(data.val)} labeled samples, too few to fit {what} "
-                          f"(method.params.min_val_samples={minimum}); raise data.val_fraction or data.train_subset")
-
-
 class SoftParams(UnlabeledParams):
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the teacher's soft labels")
 
 
 @METHODS.register("pseudo_soft")
-class PseudoSoft(UnlabeledMethod):
+class PseudoSoft(UnlabeledMethod[SoftParams]):
     """Soft teacher labels on unlabeled data: Hinton et al. 2015 KD (T^2 * KL at temperature T)."""
 
-    Params: ClassVar[type[MethodParams]] = SoftParams
-    params: SoftParams
 
     def unlabeled_loss(self, student_logits: Tensor, teacher_logits: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return kd_loss(student_logits, teacher_logits, self.params.temperature), {}
 
 
 @METHODS.register("pseudo_hard")
-class PseudoHard(UnlabeledMethod):
+class PseudoHard(UnlabeledMethod[UnlabeledParams]):
     """The teacher's top-1 class as a hard label (Lee 2013)."""
 
     def unlabeled_loss(self, student_logits: Tensor, teacher_logits: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -168,11 +152,9 @@ class ThresholdParams(UnlabeledParams):
 
 
 @METHODS.register("pseudo_threshold")
-class PseudoThreshold(UnlabeledMethod):
+class PseudoThreshold(UnlabeledMethod[ThresholdParams]):
     """Hard pseudo-labels where the teacher's top-1 probability reaches `threshold` (FixMatch's mask)."""
 
-    Params: ClassVar[type[MethodParams]] = ThresholdParams
-    params: ThresholdParams
 
     def unlabeled_loss(self, student_logits: Tensor, teacher_logits: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         kept = confidence_mask(teacher_logits, self.params.threshold).mean()
@@ -185,11 +167,9 @@ class ForwardParams(CalibratedParams):
 
 
 @METHODS.register("forward_correction")
-class ForwardCorrection(UnlabeledMethod):
+class ForwardCorrection(UnlabeledMethod[ForwardParams]):
     """Forward loss-correction (Patrini et al. 2017) of the teacher's hard labels, T estimated on validation."""
 
-    Params: ClassVar[type[MethodParams]] = ForwardParams
-    params: ForwardParams
     calibrates: ClassVar[bool] = True
     calibration_target: ClassVar[str] = "the transition matrix"
 

@@ -2,7 +2,6 @@
 regressor predicts the mean of a Gaussian over the teacher's feature with a learned per-channel variance."""
 from __future__ import annotations
 
-from typing import ClassVar
 
 import torch
 from pydantic import Field, model_validator
@@ -12,7 +11,7 @@ from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.errors import at_key
 from kdforge.losses import pool_to_common_size, vid_log_scale_init, vid_nll, vid_variance
-from kdforge.methods.base import Method, MethodParams, Setup
+from kdforge.methods.base import Method, Setup
 from kdforge.methods.feature_pairs import LayerPairParams
 from kdforge.registry import METHODS
 from kdforge.teachers.base import TeacherSource
@@ -66,15 +65,13 @@ class VIDRegressor(nn.Module):
 
 
 @METHODS.register("vid")
-class VID(Method):
+class VID(Method[VIDParams]):
     """{"ce": ce_weight * CE, "vid": vid_weight * sum over layer pairs of vid_nll} (+ {"kd"} when kd_weight > 0).
 
     As RepDistiller trains VID (helper/loops.py L166-170 @b84f547): one regressor and variance per pair, trained
     jointly with the student (train_student.py L222-226 adds them to the trainable list).
     """
 
-    Params: ClassVar[type[MethodParams]] = VIDParams
-    params: VIDParams
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: VIDParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)

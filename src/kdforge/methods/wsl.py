@@ -1,7 +1,7 @@
 """Weighted Soft Labels (Zhou et al., ICLR 2021): CE on the labels plus the per-sample weighted soft-label term."""
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 from torch import Tensor
@@ -26,11 +26,9 @@ class WSLParams(MethodParams):
 
 
 @METHODS.register("wsl")
-class WSL(CountsRegularizationSamples):
+class WSL(CountsRegularizationSamples[WSLParams]):
     """{"ce": ce_weight * CE, "wsl": alpha * wsl_loss}."""
 
-    Params: ClassVar[type[MethodParams]] = WSLParams
-    params: WSLParams
 
     def loss_terms(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
         p = self.params

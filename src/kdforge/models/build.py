@@ -1,18 +1,44 @@
-"""Build a model from its config: check the name and params against the registered builder, then call it."""
+"""Build a model from its spec: check the name and params against the registered builder, then call it."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from kdforge.config.options import signature_model, validate_options
-from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.errors import ConfigError
+from kdforge.models.infodrop import InfoDropSettings
+from kdforge.options import signature_model, validate_options
 from kdforge.registry import MODELS
 
 
-def check(cfg: ModelConfig, key_path: str = "model") -> dict[str, Any]:
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model: a registered builder's `name`, its keyword `params`, and InfoDrop on some convs (or None).
+    Saved as model.json's "model" (`to_json`), so a saved model can be rebuilt."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    infodrop: InfoDropSettings | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params),
+                "infodrop": None if self.infodrop is None else self.infodrop.to_json()}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ModelSpec":
+        """The spec `to_json` wrote; a KeyError, TypeError or ValueError when it is not one."""
+        unknown = set(d) - {"name", "params", "infodrop"}
+        if unknown or not isinstance(d.get("name"), str) or not isinstance(d.get("params", {}), dict):
+            raise ValueError(f"not a model spec (keys {sorted(d)})")
+        infodrop = d.get("infodrop")
+        return cls(d["name"], dict(d.get("params", {})),
+                   None if infodrop is None else InfoDropSettings.from_json(infodrop))
+
+
+def check(cfg: ModelSpec, key_path: str = "model") -> dict[str, Any]:
     """Validate `cfg.name` and `cfg.params` (strictly, against the builder's signature); return the params.
 
     Errors are ConfigErrors naming `{key_path}.name` or `{key_path}.params.<key>` and the allowed values.
@@ -22,7 +48,7 @@ def check(cfg: ModelConfig, key_path: str = "model") -> dict[str, Any]:
     return {key: getattr(options, key) for key in cfg.params}
 
 
-def build(cfg: ModelConfig, spec: DataSpec, key_path: str = "model") -> nn.Module:
+def build(cfg: ModelSpec, spec: DataSpec, key_path: str = "model") -> nn.Module:
     """The model `cfg` names, built for `spec`'s input shape and class count (freshly initialized, train mode)."""
     params = check(cfg, key_path)
     try:

@@ -50,11 +50,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdforge.config.schema import ModelConfig
+from kdforge.models.build import ModelSpec, build
 from kdforge.data.types import DataSpec
 from kdforge.errors import CheckpointError, ConfigError, KdforgeError
 from kdforge.fileio import sha256_of
-from kdforge.models.build import build
 from kdforge.models.io import META, save_model
 
 # The official name of a model where it differs from kdforge's.
@@ -85,7 +84,7 @@ def convert_checkpoint(path: str | Path, out: str | Path, model: str | None = No
     num_classes = int(state[classifier].shape[0]) if classifier in state else 100  # a missing key is named below
     if data is None and (data := DATA_BY_CLASSES.get(num_classes)) is None:
         raise ConfigError(f"{path}: a {num_classes}-class model; give the data set it was trained on (data / --data)")
-    spec, cfg = DataSpec(data, INPUT_SHAPE, num_classes), ModelConfig(name=name)
+    spec, cfg = DataSpec(data, INPUT_SHAPE, num_classes), ModelSpec(name=name)
     module = build(cfg, spec)
     state, filled = map_state(state, module.state_dict(), name, path)
     module.load_state_dict(state, strict=True)
@@ -154,7 +153,7 @@ def _state_and_info(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, 
 
 def _classifier_key(name: str) -> str:
     """The weight of the model's last Linear layer, whose rows are the classes."""
-    probe = build(ModelConfig(name=name), DataSpec("probe", INPUT_SHAPE, 2))
+    probe = build(ModelSpec(name=name), DataSpec("probe", INPUT_SHAPE, 2))
     return [n for n, m in probe.named_modules() if isinstance(m, nn.Linear)][-1] + ".weight"
 
 

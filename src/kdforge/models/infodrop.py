@@ -16,7 +16,7 @@ when the masked output comes after one; offsets drawn anew each forward from the
 protocol (README, `finetune_wo_infodrop` at resnet.py:34) trains 100 epochs with InfoDrop, then 20 more without
 it from those weights, with a new optimizer at the same lr 1e-3 (train_jigsaw.py:64-73, StepLR at int(0.8 *
 epochs), optimizer/optimizer_helper.py:9-12): `model.infodrop.finetune_epochs` runs that second run as the last
-epochs of one run (`finetune_phase`). Defaults are the domain-generalization ones (drop_rate 1.5, T 0.03,
+epochs of one run (`kdforge.api.finetune.finetune_phase`, where the model meets the trainer). Defaults are the domain-generalization ones (drop_rate 1.5, T 0.03,
 resnet.py:47-52; the few-shot code uses 0.1 and 0.5, few_shot/backbone.py:125-126).
 Deviations:
 - nothing in eval mode: the official `forward` has no `self.training` check (resnet.py:79-81), so its
@@ -31,23 +31,50 @@ Deviations:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from functools import partial
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torch.utils.hooks import RemovableHandle
 
-from kdforge.config.schema import InfoDropConfig, RecipeConfig
-from kdforge.engine.optim import lr_factor
 from kdforge.errors import ConfigError
 
-if TYPE_CHECKING:
-    from kdforge.engine.contract import Optimization, Plan, StepContext
-    from kdforge.engine.trainer import Trainer
+
+@dataclass(frozen=True)
+class InfoDropLayer:
+    """`conv`: module path of a Conv2d whose input's patches are scored; `output`: the module whose output is
+    masked (the conv's ReLU, or a max-pool after it), default the conv itself."""
+
+    conv: str
+    output: str | None = None
+
+
+@dataclass(frozen=True)
+class InfoDropSettings:
+    """InfoDrop on some conv layers (the YAML's `model.infodrop`, whose schema validates ranges; the defaults are
+    the official code's). `finetune_epochs` / `finetune_lr_factor`: the fine-tune phase without it."""
+
+    layers: tuple[InfoDropLayer, ...]
+    drop_rate: float = 1.5
+    temperature: float = 0.03
+    bandwidth: float = 1.0
+    radius: int = 3
+    samples: int = 9
+    finetune_epochs: int = 0
+    finetune_lr_factor: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["layers"] = [dict(layer) for layer in out["layers"]]
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "InfoDropSettings":
+        layers = tuple(InfoDropLayer(**layer) for layer in d["layers"])
+        return cls(layers=layers, **{k: v for k, v in d.items() if k != "layers"})
 
 
 def patch_distances(x: Tensor, conv: nn.Conv2d, offsets: Sequence[tuple[int, int]]) -> Tensor:
@@ -102,13 +129,13 @@ def drop_mask(prob: Tensor, channels: int, drop_rate: float, generator: torch.Ge
 class InfoDrop:
     """Hooks that apply InfoDrop to one layer: the conv's input is kept, the `output` module's output masked."""
 
-    def __init__(self, model: nn.Module, conv_path: str, output_path: str | None, cfg: InfoDropConfig) -> None:
+    def __init__(self, model: nn.Module, conv_path: str, output_path: str | None, cfg: InfoDropSettings) -> None:
         self.conv = _module(model, conv_path, "conv")
         if not isinstance(self.conv, nn.Conv2d):
             raise ConfigError(f"model.infodrop.layers.conv: {conv_path!r} is a {type(self.conv).__name__}, not a Conv2d")
         self.output = self.conv if output_path is None else _module(model, output_path, "output")
         self.cfg = cfg
-        self.active: Callable[[], bool] = _always  # the fine-tune phase turns it off (`finetune_phase`)
+        self.active: Callable[[], bool] = _always  # the fine-tune phase turns it off (`kdforge.api.finetune`)
         self._input: Tensor | None = None
         self.handles: list[RemovableHandle] = [
             self.conv.register_forward_pre_hook(self._keep_input),
@@ -138,85 +165,12 @@ class InfoDrop:
             handle.remove()
 
 
-def attach(model: nn.Module, cfg: InfoDropConfig) -> list[InfoDrop]:
+def attach(model: nn.Module, cfg: InfoDropSettings) -> list[InfoDrop]:
     """InfoDrop on every layer `cfg` names; the model keeps them in `model._infodrop` (no parameters or buffers:
     its state dict does not change)."""
     drops = [InfoDrop(model, layer.conv, layer.output, cfg) for layer in cfg.layers]
     model._infodrop = drops  # type: ignore[assignment]  # kept alive with the model
     return drops
-
-
-# ---- the fine-tune phase without InfoDrop ------------------------------------------------------------------
-def finetune_recipe(recipe: RecipeConfig, cfg: InfoDropConfig | None) -> RecipeConfig:
-    """`recipe` with `cfg.finetune_epochs` more epochs: what the Trainer of a model with InfoDrop runs."""
-    if cfg is None or cfg.finetune_epochs == 0:
-        return recipe
-    train = recipe.train.model_copy(update={"epochs": recipe.train.epochs + cfg.finetune_epochs})
-    return recipe.model_copy(update={"train": train})
-
-
-def finetune_phase(model: nn.Module, trainer: Trainer, key: str) -> None:
-    """The official second run (bfshi/InfoDrop README: `finetune_wo_infodrop`, 20 epochs from the weights of
-    100) as the last `finetune_epochs` epochs of `trainer`'s run (built with `finetune_recipe`), when `model` has
-    InfoDrop with them:
-    - InfoDrop is off from the phase's first step (S1 = train.epochs x steps per epoch) on;
-    - phase 1 follows the recipe's schedule over train.epochs as without the phase; the fine-tune runs it again,
-      compressed: its step s takes phase 1's factor at step s * S1 / S2, times `finetune_lr_factor` (the
-      official StepLR at int(0.8 * epochs) decays at 80 % of both runs; so does a multistep decay here);
-    - the optimizer state (momentum, Adam's moments) is cleared before step S1, as a new optimizer starts.
-    All three follow from the global step, which checkpoints hold, so a run resumes exactly across S1."""
-    drops: list[InfoDrop] = getattr(model, "_infodrop", [])
-    if not drops or drops[0].cfg.finetune_epochs == 0:
-        return
-    cfg, plan = drops[0].cfg, trainer.plan
-    first = plan.epochs - cfg.finetune_epochs
-    assert first >= 1, "build the Trainer with finetune_recipe(recipe, model.infodrop)"
-    s1, s2 = first * plan.steps_per_epoch, cfg.finetune_epochs * plan.steps_per_epoch
-    for drop in drops:
-        drop.active = partial(_before, trainer.ctx, s1)
-    for name, opt in trainer.optimizers.items():
-        if not all(_over_the_run(f, plan) for f in getattr(opt.scheduler, "lr_lambdas", [None])):
-            raise ConfigError(f"{key}.finetune_epochs: the method's optimizer {name!r} does not follow the recipe's "
-                              "per-step schedule over the run, which the fine-tune phase restarts; set it to 0")
-        _restart(opt, first, s1, s2, cfg.finetune_lr_factor)
-
-
-def _restart(opt: Optimization, first_epochs: int, s1: int, s2: int, scale: float) -> None:
-    """`opt`'s schedule in two phases (`two_phase_factor`), its lr set for the current step, and its state
-    cleared before step `s1`."""
-    sched = opt.scheduler
-    assert isinstance(sched, LambdaLR)
-    sched.lr_lambdas = [partial(two_phase_factor, first=partial(f, epochs=first_epochs), first_steps=s1,
-                                finetune_steps=s2, scale=scale) for f in sched.lr_lambdas]
-    for group, base, f in zip(opt.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
-        group["lr"] = base * f(sched.last_epoch)
-    sched._last_lr = [g["lr"] for g in opt.optimizer.param_groups]  # what get_last_lr() reports
-    opt.optimizer.register_step_pre_hook(partial(_fresh_state_at, sched, s1))
-
-
-def two_phase_factor(step: int, first: Callable[[float], float], first_steps: int, finetune_steps: int,
-                     scale: float) -> float:
-    """lr factor at optimizer step `step`: `first(step)` in phase 1, then `scale * first` at the same fraction of
-    phase 1 as `step` is of the fine-tune phase."""
-    if step < first_steps:
-        return first(step)
-    return scale * first((step - first_steps) * first_steps / finetune_steps)
-
-
-def _over_the_run(fn: object, plan: Plan) -> bool:
-    """`fn` is the recipe's schedule (engine.optim.lr_factor) over the run's epochs, one step per batch."""
-    kw = getattr(fn, "keywords", {})
-    return (getattr(fn, "func", None) is lr_factor and kw.get("epochs") == plan.epochs
-            and kw.get("steps_per_epoch") == plan.steps_per_epoch)
-
-
-def _before(ctx: StepContext, step: int) -> bool:
-    return ctx.step < step
-
-
-def _fresh_state_at(sched: LRScheduler, step: int, optimizer: torch.optim.Optimizer, *_: object) -> None:
-    if sched.last_epoch == step:  # the scheduler has stepped once per optimizer step: this is step S1
-        optimizer.state.clear()
 
 
 def _always() -> bool:

@@ -1,30 +1,25 @@
 """Save a trained model as a folder (model.safetensors + model.json with its sha256) and load it back; no pickle."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from kdforge import __version__
-from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.errors import CheckpointError, ConfigError
-from kdforge.fileio import atomic_write, atomic_write_text
-from kdforge.models.build import build
+from kdforge.fileio import TensorFileError, atomic_write_text, read_tensors, write_tensors
+from kdforge.models.build import ModelSpec, build
 
 WEIGHTS, META = "model.safetensors", "model.json"
 FORMAT, FORMAT_VERSION = "kdforge.model", 1
 
 
 def save_model(
-    path: str | Path, model: nn.Module, cfg: ModelConfig, spec: DataSpec, extra: dict[str, Any] | None = None
+    path: str | Path, model: nn.Module, cfg: ModelSpec, spec: DataSpec, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write `path/model.safetensors` and `path/model.json` (name, params, spec, sha256, version, `extra`), atomically.
 
@@ -32,26 +27,26 @@ def save_model(
     written. `extra` (e.g. metrics) must be JSON-serializable. Returns the folder.
     """
     folder = Path(path)
-    weights = save_safetensors(_checked_state(model, cfg, spec))
+    state = _checked_state(model, cfg, spec)
+    try:
+        json.dumps(extra or {})
+    except TypeError as e:
+        raise ValueError(f"save_model: `extra` must be JSON-serializable: {e}") from e
+    sums = write_tensors(folder / WEIGHTS, state)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kdforge_version": __version__,
-        "model": cfg.model_dump(mode="json"),
+        "model": cfg.to_json(),
         "spec": spec.to_json(),
-        "weights": {"file": WEIGHTS, "bytes": len(weights), "sha256": hashlib.sha256(weights).hexdigest()},
+        "weights": {"file": WEIGHTS, "bytes": sums["bytes"], "sha256": sums["sha256"]},
         "extra": extra or {},
     }
-    try:
-        text = json.dumps(meta, indent=2)
-    except TypeError as e:
-        raise ValueError(f"save_model: `extra` must be JSON-serializable: {e}") from e
-    atomic_write(folder / WEIGHTS, lambda tmp: tmp.write_bytes(weights))
-    atomic_write_text(folder / META, text + "\n")
+    atomic_write_text(folder / META, json.dumps(meta, indent=2) + "\n")
     return folder
 
 
-def _checked_state(model: nn.Module, cfg: ModelConfig, spec: DataSpec) -> dict[str, torch.Tensor]:
+def _checked_state(model: nn.Module, cfg: ModelSpec, spec: DataSpec) -> dict[str, torch.Tensor]:
     """The state dict as separate contiguous CPU copies (no shared storage), checked to fit `build(cfg, spec)`."""
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     try:
@@ -66,7 +61,7 @@ def load_model(path: str | Path) -> nn.Module:
     return load_model_with_info(path)[0]
 
 
-def load_model_with_info(path: str | Path) -> tuple[nn.Module, ModelConfig, DataSpec, dict[str, Any]]:
+def load_model_with_info(path: str | Path) -> tuple[nn.Module, ModelSpec, DataSpec, dict[str, Any]]:
     """Like `load_model`, also returning the model config, the data spec and the saved `extra` metadata."""
     folder = Path(path)
     if not folder.is_dir():
@@ -84,7 +79,7 @@ def load_model_with_info(path: str | Path) -> tuple[nn.Module, ModelConfig, Data
     return model.eval(), cfg, spec, extra
 
 
-def _read_meta(meta_path: Path) -> tuple[ModelConfig, DataSpec, str, dict[str, Any]]:
+def _read_meta(meta_path: Path) -> tuple[ModelSpec, DataSpec, str, dict[str, Any]]:
     """The model config, data spec, weights sha256 and `extra` recorded in model.json."""
     try:
         meta = json.loads(meta_path.read_text())
@@ -98,7 +93,7 @@ def _read_meta(meta_path: Path) -> tuple[ModelConfig, DataSpec, str, dict[str, A
         found = meta.get("format_version")
         raise CheckpointError(f"{meta_path}: format_version {found!r}; this kdforge reads {FORMAT_VERSION}")
     try:
-        cfg = ModelConfig.model_validate(meta["model"])
+        cfg = ModelSpec.from_json(meta["model"])
         spec = DataSpec.from_json(meta["spec"])
         sha256 = str(meta["weights"]["sha256"])
         extra = dict(meta.get("extra") or {})
@@ -111,15 +106,13 @@ def _read_meta(meta_path: Path) -> tuple[ModelConfig, DataSpec, str, dict[str, A
 
 def _read_weights(weights_path: Path, sha256: str) -> dict[str, torch.Tensor]:
     try:
-        data = weights_path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{weights_path}: cannot be read ({e}); re-save or re-train the model") from e
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise CheckpointError(
-            f"{weights_path}: corrupt or truncated (sha256 does not match model.json, {len(data)} bytes); "
-            "re-save or re-train the model"
-        )
-    try:
-        return load_safetensors(data)
-    except SafetensorError as e:
-        raise CheckpointError(f"{weights_path}: not valid safetensors ({e}); re-save or re-train the model") from e
+        return read_tensors(weights_path, sha256)
+    except TensorFileError as e:
+        if e.problem == "mismatch":
+            raise CheckpointError(f"{weights_path}: corrupt or truncated (sha256 does not match model.json, "
+                                  f"{e.detail}); re-save or re-train the model") from None
+        if e.problem == "invalid":
+            raise CheckpointError(f"{weights_path}: not valid safetensors ({e.detail}); re-save or re-train the "
+                                  "model") from None
+        raise CheckpointError(f"{weights_path}: cannot be read ({e.detail or e.problem}); re-save or re-train "
+                              "the model") from None

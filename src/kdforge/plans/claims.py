@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kdforge.config.options import describe_errors
+from kdforge.options import describe_errors
 from kdforge.errors import ConfigError
 from kdforge.plans.plan import load_plan
 from kdforge.plans.records import read_records

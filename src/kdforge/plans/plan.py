@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kdforge.config.options import describe_errors
+from kdforge.options import describe_errors
 from kdforge.errors import ConfigError
 
 

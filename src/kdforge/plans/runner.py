@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from kdforge.config import ExperimentConfig, load_config
+from kdforge.config import ExperimentConfig
 from kdforge.errors import ConfigError, KdforgeError
 from kdforge.plans.plan import Plan, config_path, load_plan, slug
 from kdforge.plans.records import (
@@ -37,7 +37,7 @@ def row_configs(plan: Plan, plan_file: Path, extra: Iterable[str] = (), sliver: 
                 teacher_store: str | None = None) -> dict[str, ExperimentConfig]:
     """Every row's config (plan overrides, then the row's, then `extra`, then the sliver's), validated before
     anything runs; rows distilling from another row's teacher load that teacher's folder."""
-    from kdforge.api import teacher_dir
+    from kdforge.api import load_config, teacher_dir
 
     tail = [*extra, *(plan.sliver if sliver else [])]
     cfgs = {}
@@ -79,12 +79,11 @@ def _identity(cfg: ExperimentConfig) -> str:
 
 def run_job(job: Job) -> tuple[Record, dict[str, Any]]:
     """One (row, seed) run, continued if a killed run left checkpoints; returns its record and its timing."""
-    import kdforge.data as data_mod
-    from kdforge.api import run, teacher_dir
+    from kdforge.api import build_data, run, teacher_dir
 
     torch.set_num_threads(job.threads)
     cfg = ExperimentConfig.model_validate_json(job.cfg_json)
-    bundle = data_mod.build(cfg.data)
+    bundle = build_data(cfg.data)
     summary = run(cfg, resume=True, bundle=bundle)
     run_dir = Path(cfg.run_dir)
     teacher = None
@@ -102,8 +101,7 @@ def run_job(job: Job) -> tuple[Record, dict[str, Any]]:
 
 def prepare_teachers(cfgs: dict[str, ExperimentConfig], threads: int, log: "Log") -> None:
     """Train (or find) each distinct teacher once, before workers start, so no two of them train the same one."""
-    import kdforge.data as data_mod
-    from kdforge.api import prepare_teacher, teacher_dir
+    from kdforge.api import build_data, prepare_teacher, teacher_dir
 
     torch.set_num_threads(threads)
     seen: set[Path] = set()
@@ -113,7 +111,7 @@ def prepare_teachers(cfgs: dict[str, ExperimentConfig], threads: int, log: "Log"
         seen.add(teacher_dir(cfg))
         if not (teacher_dir(cfg) / "model.json").exists():
             log(f"training the teacher of row {label!r} into {teacher_dir(cfg)}")
-        prepare_teacher(cfg, data_mod.build(cfg.data))
+        prepare_teacher(cfg, build_data(cfg.data))
 
 
 class Log:

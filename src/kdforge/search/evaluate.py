@@ -17,18 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-import kdforge.methods as methods
-import kdforge.models as models
-from kdforge.api import run
-from kdforge.config import load_config
+from kdforge.api import assemble, load_config, run
 from kdforge.config.schema import ExperimentConfig, MethodConfig
 from kdforge.data import DataBundle
-from kdforge.engine import seed_everything
 from kdforge.engine.optim import build_optimizer
 from kdforge.errors import ConfigError, TrainingDiverged
-from kdforge.methods import Setup
 from kdforge.search.space import ProxyConfig
-from kdforge.teachers import LiveTeacher
 
 
 @dataclass
@@ -69,7 +63,7 @@ class Evaluator:
         if bad:
             return Outcome(None, rejected=bad, warmup_losses=losses)
         try:
-            summary = run(self.proxy_config(params, run_dir), resume=True, bundle=self.bundle)
+            summary = run(self.proxy_config(params, run_dir), resume=True, bundle=self.bundle, teacher=self.teacher)
         except TrainingDiverged as e:
             return Outcome(None, rejected=f"diverged in the proxy: {e}", warmup_losses=losses)
         return Outcome(100 * summary["val"]["top1"], curve=val_curve(run_dir), warmup_losses=losses,
@@ -84,14 +78,12 @@ class Evaluator:
     def warmup(self, params: dict[str, Any]) -> list[float]:
         """The total loss of each of the first `warmup_batches` training steps (nan when a gradient is not
         finite); a ConfigError when the program does not fit the knowledge."""
-        cfg = self.cfg
-        seed_everything(cfg.seed)
-        student = models.build(cfg.student, self.bundle.spec, "student")
-        source = LiveTeacher(self.teacher)
-        try:
-            method = methods.build(MethodConfig(name="kdzero", params=params), student, source,
-                                   Setup.for_data(self.bundle.spec, self.bundle.train, cfg.train.label_smoothing))
-            optimizer = build_optimizer(method.trainable().parameters(), cfg.optim)
+        cfg = self.cfg.model_copy(update={  # the candidate, against the live teacher (no cache for a warm-up)
+            "method": MethodConfig(name="kdzero", params=params),
+            "teacher": None if self.cfg.teacher is None else self.cfg.teacher.model_copy(update={"source": "live"})})
+        with assemble(cfg, bundle=self.bundle, teacher=self.teacher) as a:
+            method = a.method
+            optimizer = build_optimizer(method.trainable().parameters(), a.recipe.optim)
             method.train()
             order = torch.randperm(len(self.bundle.train), generator=torch.Generator().manual_seed(cfg.seed))
             batch_size = cfg.data.batch_size
@@ -109,8 +101,6 @@ class Evaluator:
                     break
                 optimizer.step()
             return losses
-        finally:
-            source.release()
 
 
 def rejection(losses: list[float], explode_factor: float) -> str | None:

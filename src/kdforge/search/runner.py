@@ -217,15 +217,14 @@ def _describe(params: dict[str, Any]) -> str:
 
 def make_evaluator(cfg: SearchConfig, experiment: Path, overrides: list[str]) -> Any:
     """The proxy evaluator: data built and the teacher loaded (or trained, once) in this process."""
-    import kdforge.data as data_mod
-    from kdforge.api import prepare_teacher
-    from kdforge.config import load_config
+    from kdforge.api import build_data, prepare_teacher
+    from kdforge.api import load_config
     from kdforge.search.evaluate import Evaluator, proxy_bundle
 
     exp = load_config(experiment, overrides)
     if exp.teacher is None:
         raise ConfigError(f"{experiment}: a distiller search needs a teacher section")
-    bundle = data_mod.build(exp.data)
+    bundle = build_data(exp.data)
     teacher = prepare_teacher(exp, bundle)
     return Evaluator(experiment, list(overrides), exp, proxy_bundle(bundle, cfg.proxy, cfg.evolution.seed), teacher,
                      cfg.proxy)
@@ -267,7 +266,7 @@ def write_best(study: optuna.Study, cfg: SearchConfig, experiment: Path) -> Path
     `kdforge distill`) in the search folder; None when no candidate was valid."""
     import yaml
 
-    from kdforge.config import load_config
+    from kdforge.api import load_config
     from kdforge.config.load import dump_config
 
     valid = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "program" in t.user_attrs]

@@ -48,7 +48,7 @@ class SpaceConfig(StrictModel):
     @field_validator("transforms", "distances")
     @classmethod
     def _registered(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        from kdforge.search.ops import DISTANCES, TRANSFORMS
+        from kdforge.methods.kdzero_ops import DISTANCES, TRANSFORMS
         registry = TRANSFORMS if info.field_name == "transforms" else DISTANCES
         for name in value:
             registry.lookup(name, f"space.{info.field_name}")
@@ -133,7 +133,7 @@ def load_search_config(path: str | Path, overrides: list[str] = ()) -> tuple[Sea
 # ---- genome <-> program --------------------------------------------------------------------------------------
 def genes(space: SpaceConfig) -> dict[str, list[Any]]:
     """Each gene's choices, in a fixed order."""
-    from kdforge.search.ops import TRANSFORMS
+    from kdforge.methods.kdzero_ops import TRANSFORMS
 
     knowledge = (["logits"] if space.logits else []) + [f.name for f in space.features]
     transforms = [NONE]

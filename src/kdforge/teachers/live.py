@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +11,9 @@ from kdforge.data.types import Batch
 from kdforge.models.taps import Taps
 from kdforge.registry import TEACHERS
 from kdforge.teachers.base import TeacherOutput
+
+if TYPE_CHECKING:
+    from kdforge.teachers.cache import CacheSettings
 
 
 @TEACHERS.register("live")
@@ -28,9 +31,15 @@ class LiveTeacher(nn.Module):
         self.taps = Taps(model)
 
     @classmethod
-    def from_model(cls, model: nn.Module, cfg: Any = None) -> "LiveTeacher":
-        """How the API builds every registered source: from the teacher model and the `teacher` config."""
+    def from_model(cls, model: nn.Module, cache: "CacheSettings | None" = None) -> "LiveTeacher":
+        """How the API builds every registered source: from the teacher model (and the cache settings, which a
+        live source does not use)."""
         return cls(model)
+
+    @property
+    def network(self) -> nn.Module:
+        """The teacher model this source runs."""
+        return self.model
 
     def train(self, mode: bool = True) -> "LiveTeacher":
         return super().train(False)

@@ -9,32 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
-from kdforge.data.types import DataBundle, Split
-from kdforge.engine.metrics import agreement_metrics, predict
-from kdforge.fileio import atomic_write
-
-
-def tensor_digest(tensors: list[Tensor]) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def split_digest(split: Split) -> str:
-    """A digest of everything a model sees of a split: its inputs, and a graph's features and edges."""
-    inputs = [split.x] if split.graph is None else [split.x, split.graph.x, split.graph.edge_index]
-    return tensor_digest(inputs)
+from kdforge.data.loader import predict
+from kdforge.data.types import Split
+from kdforge.fileio import TensorFileError, atomic_write_text, read_tensors, tensor_digest, write_tensors
 
 
 class TeacherLogits:
@@ -57,31 +39,20 @@ class TeacherLogits:
             return predict(teacher, split, batch_size, device)
         if key not in self._weights:
             self._weights[key] = tensor_digest(list(teacher.state_dict().values()))
-        name = hashlib.sha256(f"{self._weights[key]}:{split_digest(split)}".encode()).hexdigest()[:32]
+        name = hashlib.sha256(f"{self._weights[key]}:{split.digest()}".encode()).hexdigest()[:32]
         path, sums = self.folder / f"{name}.safetensors", self.folder / f"{name}.json"
         cached = _read(path, sums)
         if cached is not None:
             return cached
         logits = predict(teacher, split, batch_size, device)
-        data = save_safetensors({"logits": logits.contiguous()})
-        atomic_write(path, lambda tmp: tmp.write_bytes(data))
-        atomic_write(sums, lambda tmp: tmp.write_text(json.dumps({"sha256": hashlib.sha256(data).hexdigest()})))
+        sha256 = write_tensors(path, {"logits": logits.contiguous()})["sha256"]
+        atomic_write_text(sums, json.dumps({"sha256": sha256}))
         return logits
-
-    def metrics_fn(self, key: str, teacher: nn.Module, bundle: DataBundle, batch_size: int,
-                   device: torch.device) -> Callable[[str, Tensor], dict[str, float]]:
-        """Agreement and KL with the teacher on a split, for the engine's `extra_metrics`."""
-        def extra(split: str, logits: Tensor) -> dict[str, float]:
-            return agreement_metrics(logits, self.get(key, teacher, bundle.split(split), batch_size, device))
-        return extra
 
 
 def _read(path: Path, sums: Path) -> Tensor | None:
     """The cached logits, or None when absent, unreadable or not matching their recorded sha256."""
     try:
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != json.loads(sums.read_text())["sha256"]:
-            return None
-        return load_safetensors(data)["logits"]
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+        return read_tensors(path, json.loads(sums.read_text())["sha256"])["logits"]
+    except (TensorFileError, OSError, ValueError, KeyError, TypeError):
         return None

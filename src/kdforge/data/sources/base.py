@@ -10,7 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from kdforge.config.options import validate_options
+from kdforge.options import validate_options
 from kdforge.data.types import DataBundle, DataSpec, Split
 from kdforge.errors import DataError
 from kdforge.registry import DATASETS

@@ -1,4 +1,5 @@
-"""Validate the `params` of a registered component (model, method, data set) with one-line errors.
+"""Validate the `params` of a registered component (model, method, data set) with one-line errors: a utility every
+layer may use (it is not the YAML schema, which lives in `kdforge.config`).
 
 Every component declares its options as a pydantic model; this is the one place that turns a bad key or
 value into a ConfigError naming the key path and, for unknown keys, the allowed ones.

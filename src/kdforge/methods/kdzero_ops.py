@@ -1,6 +1,7 @@
-"""The registered operations a distiller program names: transforms (with an optional numeric argument) and
-distances. Each entry adapts a pure function of `kdforge.losses.kdzero`; registering one more makes it usable in
-programs and, once listed in a search space, searchable."""
+"""The registered operations a distiller program (KD-Zero, `methods/kdzero.py`) names: transforms (with an optional
+numeric argument) and distances. They live with the method, below the search (`kdforge.search`), which draws
+programs from them. Each entry adapts a pure function of `kdforge.losses.kdzero`; registering one more makes it
+usable in programs and, once listed in a search space, searchable."""
 from __future__ import annotations
 
 from collections.abc import Callable

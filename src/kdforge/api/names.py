@@ -1,0 +1,41 @@
+"""A config's names and params checked against the registries before any work, and the public `load_config` /
+`parse_config`: the YAML schema's (kdforge.config, which imports no registry) followed by that check."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kdforge import config
+from kdforge.config.schema import ExperimentConfig
+from kdforge.options import validate_options
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment file, apply overrides, validate everything (names included) before any work."""
+    return check_names(config.load_config(path, overrides))
+
+
+def parse_config(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """`load_config` for a mapping already read."""
+    return check_names(config.parse_config(data, overrides))
+
+
+def check_names(cfg: ExperimentConfig) -> ExperimentConfig:
+    """`cfg`, once every registered name it gives and each component's params are known to be valid."""
+    import kdforge.data as data
+    import kdforge.methods as methods
+    import kdforge.models as models
+    import kdforge.teachers  # noqa: F401  (registers the teacher sources)
+    from kdforge.api import settings
+    from kdforge.registry import TEACHERS
+
+    source = data.DATASETS.lookup(cfg.data.name, "data.name")
+    validate_options(source.params_model, cfg.data.params, "data.params", f"data set {cfg.data.name!r}")
+    models.check(settings.model(cfg.student), "student")
+    if cfg.teacher is not None:
+        models.check(settings.model(cfg.teacher.model), "teacher.model")
+        TEACHERS.lookup(cfg.teacher.source, "teacher.source")
+    methods.validate_params(settings.method(cfg.method))
+    methods.check_teacher(settings.method(cfg.method), cfg.teacher is not None)
+    return cfg
