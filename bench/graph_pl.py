@@ -149,15 +149,29 @@ def plot(found: dict[str, list[dict[str, Any]]], data: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_pl, ax_test) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, runs in found.items():
+    from kdforge.plans.stats import t975
+
+    def band(ax: Any, xs: list[int], per_seed: list[list[float]], label: str, color: str) -> None:
+        """The mean over seeds and its 95 % t-interval shaded."""
+        means, lo, hi = [], [], []
+        for vals in per_seed:
+            m, s = mean_std(vals)
+            half = t975(len(vals) - 1) * s / len(vals) ** 0.5 if len(vals) > 1 else 0.0
+            means.append(m)
+            lo.append(m - half)
+            hi.append(m + half)
+        ax.plot(xs, means, marker="o", ms=4, color=color, label=label)
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
+
+    fig, (ax_pl, ax_test) = plt.subplots(1, 2, figsize=(10, 4.1))
+    seeds = sorted({len(runs) for runs in found.values()})
+    for i, (name, runs) in enumerate(found.items()):
         n = min(len(r["rounds"]) for r in runs)
         xs = list(range(n))
-        test = [mean_std([100 * r["rounds"][i]["test_acc"] for r in runs])[0] for i in xs]
-        ax_test.plot(xs, test, marker="o", label=LABELS[name])
-        pl_x = [i for i in xs if "pl_acc" in runs[0]["rounds"][i]]
-        pl = [mean_std([100 * r["rounds"][i]["pl_acc"] for r in runs])[0] for i in pl_x]
-        ax_pl.plot([i + 1 for i in pl_x], pl, marker="o", label=LABELS[name])
+        band(ax_test, xs, [[100 * r["rounds"][j]["test_acc"] for r in runs] for j in xs], LABELS[name], f"C{i}")
+        pl_x = [j for j in xs if all("pl_acc" in r["rounds"][j] for r in runs)]
+        band(ax_pl, [j + 1 for j in pl_x], [[100 * r["rounds"][j]["pl_acc"] for r in runs] for j in pl_x],
+             LABELS[name], f"C{i}")
     ax_pl.set(xlabel="round trained with these pseudo-labels", ylabel="accuracy of all pseudo-labels (%)",
               title=f"{data}: pseudo-label accuracy")
     ax_test.set(xlabel="round (0 = no pseudo-labels)", ylabel="test accuracy of the round's model (%)",
@@ -165,6 +179,8 @@ def plot(found: dict[str, list[dict[str, Any]]], data: str, path: Path) -> None:
     for ax in (ax_pl, ax_test):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.suptitle(f"line: mean over n = {'/'.join(map(str, seeds))} seeds; band: 95 % t-interval of the mean",
+                 fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

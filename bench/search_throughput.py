@@ -1,5 +1,5 @@
 """Distiller-search throughput: candidate evaluations per hour with 1 and 2 worker processes, on SQLite and on a
-PostgreSQL server (a throwaway one started in a temporary folder, `kdforge.search.pgserver`).
+PostgreSQL server (a throwaway one started in a temporary folder by the tests' helper, tests/throwaway_pg.py).
 
 Each variant is a fresh search of the digits config (no data files) whose space holds only logit operations that
 always fit, so every candidate is trained (no cheap rejections to skew the rate); the teacher is trained once
@@ -11,6 +11,7 @@ every candidate, best.yaml), so the start-up of spawned workers counts against 2
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -20,13 +21,15 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from kdforge.search.pgserver import local_postgres, unavailable
 import kdforge.search.runner as runner
 from kdforge.search.evaluate import Outcome
 from kdforge.search.runner import make_evaluator, search
 from kdforge.search.space import load_search_config
 
 from _report import command, machine, today, write_section  # bench/_report.py
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from throwaway_pg import local_postgres, unavailable  # noqa: E402  (tests/throwaway_pg.py: a test helper)
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 LOGIT_OPS = ["softmax", "sigmoid", "l2norm", "batchnorm", "samplenorm", "mask_target"]

@@ -102,23 +102,31 @@ def soak(minutes: float, every: float) -> list[tuple[float, int, float, float]]:
     return recorder.rows
 
 
-def write(rows: list[tuple[float, int, float, float]], minutes: float, every: float) -> None:
+def plot(rows: list[tuple[float, int, float, float]], every: float, path: Path) -> None:
+    """RSS and step time against minutes, both axes from zero (a flat line must look flat)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = [r[0] / 60 for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(t, [r[2] for r in rows], marker=".")
-    a.set(xlabel="minutes", ylabel="RSS MiB", title="resident memory")
+    a.set(xlabel="minutes", ylabel="RSS MiB", title="resident memory (sampled)")
     b.plot(t[1:], [r[3] for r in rows[1:]], marker=".")
-    b.set(xlabel="minutes", ylabel="ms / step", title="step time (mean over each interval)")
-    for ax in (a, b):
+    b.set(xlabel="minutes", ylabel="ms / step", title=f"step time (mean over each {every:g} s interval)")
+    for ax, vals in ((a, [r[2] for r in rows]), (b, [r[3] for r in rows[1:]])):
         ax.grid(alpha=0.3)
+        ax.set_ylim(0, 1.12 * max(vals))
+    fig.suptitle(f"one run (n = 1, no interval); a point every {every:g} s", fontsize=9)
     fig.tight_layout()
-    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-    fig.savefig(ROOT / "docs" / "img" / "soak.png", dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(rows: list[tuple[float, int, float, float]], minutes: float, every: float) -> None:
+    plot(rows, every, ROOT / "docs" / "img" / "soak.png")
     settled = [r for r in rows if r[0] >= 60]
     growth = settled[-1][2] - settled[0][2] if len(settled) > 1 else float("nan")
     lines = [

@@ -12,7 +12,7 @@ from kdforge.config.schema import ExperimentConfig, MethodConfig
 from kdforge.data import DataBundle
 from kdforge.engine import resolve_device
 from kdforge.engine.metrics import classification_metrics
-from kdforge.errors import ConfigError
+from kdforge.errors import ConfigError, require_extra
 from kdforge.fileio import atomic_write_text
 from kdforge.report import aggregate, markdown_table, plot_comparison, write_csv
 
@@ -37,6 +37,7 @@ def compare(cfg: ExperimentConfig, methods: list[str], seeds: int, out_dir: str 
     replaced with `overwrite`, and otherwise refused (nothing of them is deleted)."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    require_extra("matplotlib", "report", "a comparison (its comparison.png)")  # before any run, not after them all
     if not methods:
         raise ConfigError("--methods names no method; give registered names separated by commas, e.g. ce,kd,wsl")
     chosen = [method_config(cfg, name) for name in methods]

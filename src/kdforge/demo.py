@@ -17,6 +17,10 @@ def preset(name: str = "digits") -> dict:
 
 
 def demo(seeds: int = 3, out_dir: str | Path = "runs/demo", overrides: list[str] | None = None) -> Comparison:
+    from kdforge.errors import require_extra
+
+    for module in ("sklearn", "matplotlib"):  # digits, comparison.png: checked before anything is trained
+        require_extra(module, "demo", "kdforge demo")
     cfg = parse_config(preset(), overrides or [])
     result = compare(cfg, METHODS, seeds, out_dir, overwrite=True)  # the demo is meant to be re-run
     print(result.table)

@@ -1,8 +1,10 @@
 """Errors a user can act on. The CLI prints `error: <message>` and exits 2 for these; anything else is a bug."""
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 
 
 class KdforgeError(Exception):
@@ -28,6 +30,22 @@ class CacheError(KdforgeError):
 
 class TrainingDiverged(KdforgeError):
     """A loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+class MissingExtra(KdforgeError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it (an ImportError too,
+    so `pytest.importorskip` and `except ImportError` keep working)."""
+
+
+def require_extra(module: str, extra: str, what: str) -> ModuleType:
+    """`module` imported, or a MissingExtra in one line: `<what> needs the [<extra>] extra: pip install
+    'kdforge[<extra>]'`. Every optional import of kdforge goes through here (extras in pyproject.toml)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        missing = getattr(e, "name", None)
+        cause = "" if missing and module.split(".")[0] == missing.split(".")[0] else f" ({e})"
+        raise MissingExtra(f"{what} needs the [{extra}] extra: pip install 'kdforge[{extra}]'{cause}") from None
 
 
 @contextmanager

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from kdforge.errors import require_extra
 
 COLUMNS = [("top1", "top-1 %", 100.0), ("nll", "NLL", 1.0), ("ece", "ECE %", 100.0),
            ("agreement", "agree %", 100.0), ("kl_ts", "KL(t||s)", 1.0)]
@@ -58,28 +61,47 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
             writer.writerow([row["method"], row["seeds"], *stats, row.get("time_s", (float("nan"),))[0]])
 
 
+def interval(row: dict[str, Any], key: str, scale: float = 1.0) -> tuple[float, float]:
+    """(mean, half-width of its 95 % Student-t interval) of a row's metric from its mean, std and seed count; the
+    half-width is 0 for a single seed (nothing to estimate it from)."""
+    from kdforge.plans.stats import t975
+
+    mean, std = row[key]
+    n = int(row["seeds"])
+    return mean * scale, (t975(n - 1) * std / math.sqrt(n) * scale if n > 1 else 0.0)
+
+
 def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
-    """Bars of mean top-1, NLL and ECE per method with ±1 std error bars."""
-    import matplotlib
+    """Top-1, NLL and ECE per method as horizontal dot plots, methods sorted by mean top-1 (best at the top, the
+    same order in every panel): each dot the mean over seeds, its whiskers the 95 % t-interval of that mean;
+    single-seed rows (a teacher) are grey diamonds without whiskers."""
+    matplotlib = require_extra("matplotlib", "report", "the comparison plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [c for c in COLUMNS if c[0] in ("top1", "nll", "ece")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
-    names = [r["method"] for r in rows]
-    colors = plt.cm.tab10.colors
-    for ax, (key, label, scale) in zip(axes, panels):
-        means = [r[key][0] * scale if key in r else 0 for r in rows]
-        stds = [r[key][1] * scale if key in r else 0 for r in rows]
-        ax.bar(names, means, yerr=stds, capsize=4, color=colors[: len(rows)])
-        ax.set_title(label)
-        if key == "top1":
-            lo = min(m - s for m, s in zip(means, stds))
-            ax.set_ylim(max(0, lo - 3), min(100, max(means) + 2))
-        ax.tick_params(axis="x", rotation=30)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
+    order = sorted(rows, key=lambda r: r["top1"][0] if "top1" in r else float("-inf"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.6, 0.32 * len(rows) + 1.5),
+                             sharey=True, squeeze=False)
+    for ax, (key, label, scale) in zip(axes[0], panels):
+        for y, r in enumerate(order):
+            if key not in r:
+                continue
+            mean, half = interval(r, key, scale)
+            if r["seeds"] > 1:
+                ax.errorbar(mean, y, xerr=half, fmt="o", ms=5, color="C0", capsize=3)
+            else:
+                ax.plot(mean, y, "D", ms=5, color="0.45")
+        ax.set_title(label + (" (higher is better)" if key == "top1" else " (lower is better)"), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.grid(axis="y", alpha=0.15)
+    axes[0][0].set_yticks(range(len(order)), [r["method"] for r in order])
+    axes[0][0].set_ylim(-0.6, len(order) - 0.4)
+    seeds = sorted({int(r["seeds"]) for r in rows if r["seeds"] > 1})
+    n = "/".join(str(s) for s in seeds) or "1"
+    fig.suptitle(f"{title}\ndot: mean over n = {n} seeds; whiskers: 95 % t-interval of the mean; "
+                 "grey diamond: a single run", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

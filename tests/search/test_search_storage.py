@@ -11,11 +11,11 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from throwaway_pg import local_postgres, unavailable  # tests/throwaway_pg.py
 
 from kdforge.api import run
 from kdforge.cli import main
 from kdforge.api import load_config
-from kdforge.search.pgserver import local_postgres, unavailable
 from kdforge.search.runner import search
 from kdforge.search.space import load_search_config
 

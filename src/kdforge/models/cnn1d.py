@@ -2,7 +2,10 @@
 
 Default = greydanus/mnist1d notebooks/models.py `ConvBase` (Greydanus 2020, "Scaling down deep learning"):
 Conv1d(1, 25, 5, stride 2, padding 1)-ReLU, Conv1d(25, 25, 3, 2, 1)-ReLU, Conv1d(25, 25, 3, 2, 1)-ReLU,
-flatten (25 x 5 = 125 for L=40), Linear(125, classes); 5,210 parameters, PyTorch's default init as there.
+flatten (25 x 5 = 125 for L=40), Linear(125, classes); 5,210 parameters, PyTorch's default init as there,
+drawn in the same order: a seed gives the official model's initial weights, and the same logits and gradients
+(tests/models/test_cnn1d.py). No deviation in the model; the data set's CNN figure (94 %, README.md:78 @7878d96)
+depends on the recipe: see configs/mnist1d_convbase.yaml and bench/mnist1d_convbase_official.py.
 Modules are named `features.conv1` ... `features.convN` (each followed by `features.reluK`), `flatten`, `fc`,
 so feature-distillation methods can tap them by module path.
 """

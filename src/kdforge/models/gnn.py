@@ -16,6 +16,7 @@ from pydantic import PositiveInt
 from torch import Tensor, nn
 
 from kdforge.data.types import DataSpec
+from kdforge.errors import require_extra
 from kdforge.models.mlp import Dropout
 from kdforge.registry import MODELS
 
@@ -145,7 +146,7 @@ class NormalizedAdjacency(nn.Module):
     def forward(self, edge_index: Tensor, num_nodes: int) -> Tensor:
         if edge_index is not self._source or edge_index._version != self._version or self._adj is None \
                 or self._adj.shape[0] != num_nodes:
-            from torch_geometric.nn.conv.gcn_conv import gcn_norm
+            gcn_norm = require_extra("torch_geometric.nn.conv.gcn_conv", "graph", "graph models").gcn_norm
 
             if self.norm == "cpl":  # explicit weights: gcn_norm ignores `improved` when edge_weight is None
                 ones = torch.ones(edge_index.shape[1], device=edge_index.device)
@@ -184,7 +185,8 @@ class GCN(nn.Module):
     def __init__(self, in_features: int, hidden: int, classes: int, dropout: float, input_dropout: bool = True,
                  norm: GCNNorm = "pyg", init: Literal["glorot", "pygcn"] = "glorot") -> None:
         super().__init__()
-        from torch_geometric.nn import GCNConv  # imported here: torch_geometric is slow to import
+        # imported here: torch_geometric is slow to import
+        GCNConv = require_extra("torch_geometric.nn", "graph", "graph models").GCNConv
 
         self.inputs = SparseFeatures(dropout if input_dropout else 0.0)
         self.dropout = nn.Dropout(dropout)
@@ -214,7 +216,7 @@ class SAGE(nn.Module):
 
     def __init__(self, in_features: int, hidden: int, classes: int, dropout: float, aggr: str) -> None:
         super().__init__()
-        from torch_geometric.nn import SAGEConv
+        SAGEConv = require_extra("torch_geometric.nn", "graph", "graph models").SAGEConv
 
         self.dropout = nn.Dropout(dropout)
         self.conv1 = SAGEConv(in_features, hidden, aggr=aggr)
@@ -232,7 +234,7 @@ class GAT(nn.Module):
 
     def __init__(self, in_features: int, hidden: int, classes: int, heads: int, dropout: float) -> None:
         super().__init__()
-        from torch_geometric.nn import GATConv
+        GATConv = require_extra("torch_geometric.nn", "graph", "graph models").GATConv
 
         self.dropout = nn.Dropout(dropout)
         self.conv1 = GATConv(in_features, hidden, heads=heads, dropout=dropout)

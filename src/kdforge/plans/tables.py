@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdforge.errors import ConfigError
+from kdforge.errors import ConfigError, require_extra
 from kdforge.fileio import atomic_write_text
 from kdforge.plans.plan import Plan, load_plan
 from kdforge.plans.records import Record, read_records
@@ -175,7 +175,7 @@ def sync_docs(paths: Sequence[Path], results_dir: str | Path = "results", check:
 def figure(plan: Plan, records: Sequence[Record], path: Path, metric: str | None = None) -> Path:
     """Rows sorted by their mean: seeds as grey dots, the mean with its 95 % t-interval; beside it, each row's
     paired difference to the reference with its interval and the zero line."""
-    import matplotlib
+    matplotlib = require_extra("matplotlib", "report", "a plan's figure")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

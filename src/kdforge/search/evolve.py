@@ -18,6 +18,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from kdforge.errors import require_extra
+
+require_extra("optuna", "search", "the distiller search")  # one line naming the extra, before the imports below
+
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution

@@ -6,6 +6,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from kdforge.errors import require_extra
+
+require_extra("optuna", "search", "the distiller search")  # one line naming the extra, before the imports below
+
 from optuna.trial import FrozenTrial, TrialState
 
 from kdforge.fileio import atomic_write, atomic_write_text
@@ -47,7 +51,7 @@ def report(cfg: SearchConfig, url: str, top: int = 10) -> str:
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    matplotlib = require_extra("matplotlib", "report", "the search report's plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -72,7 +76,8 @@ def plot_generations(trials: list[FrozenTrial], population: int, path: Path, tit
         running = max([running, *(t.value for t in valid if generation(t.number, population) == g)])
         best.append(running)
     ax.plot(gens, best, color="black", label="best so far")
-    return _finish(plt, fig, ax, path, ("generation", "proxy fitness (val top-1 %)", title))
+    return _finish(plt, fig, ax, path, ("generation", "proxy fitness (val top-1 %)",
+                                    f"{title}: one dot per candidate (one proxy run, no interval)"))
 
 
 def plot_curves(trials: list[FrozenTrial], path: Path, title: str) -> Path:
@@ -82,7 +87,8 @@ def plot_curves(trials: list[FrozenTrial], path: Path, title: str) -> Path:
     for t in trials:
         curve = t.user_attrs.get("curve", [])
         ax.plot(range(1, len(curve) + 1), curve, marker="o", label=f"trial {t.number}: {t.value:.2f}")
-    return _finish(plt, fig, ax, path, ("proxy epoch", "val top-1 %", f"{title}: best programs"))
+    return _finish(plt, fig, ax, path, ("proxy epoch", "val top-1 %",
+                                    f"{title}: best programs (one proxy run each)"))
 
 
 def _finish(plt: Any, fig: Any, ax: Any, path: Path, labels: tuple[str, str, str]) -> Path:

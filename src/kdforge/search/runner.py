@@ -21,6 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kdforge.errors import require_extra
+
+require_extra("optuna", "search", "the distiller search")  # one line naming the extra, before the imports below
+
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -44,6 +48,8 @@ def storage(cfg: SearchConfig, url: str, create: bool = True) -> RDBStorage:
             raise ConfigError(f"storage {url}: no such file; start the search first (kdforge search CONFIG) or give "
                               "its --storage URL")
         path.parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith(("postgresql://", "postgresql+psycopg2://")):
+        require_extra("psycopg2", "postgres", f"storage {url}")
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         with warnings.catch_warnings():

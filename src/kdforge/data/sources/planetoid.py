@@ -21,7 +21,7 @@ from kdforge.data.checksums import read_verified
 from kdforge.data.safe_pickle import NUMPY, load_restricted
 from kdforge.data.sources.base import SourceParams, register, require
 from kdforge.data.types import DataBundle, DataSpec, Graph, Split
-from kdforge.errors import DataError
+from kdforge.errors import DataError, require_extra
 
 PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 # ../shared/data/SHA256SUMS (kimiyoung/planetoid @af6abf4 data/)
@@ -59,9 +59,8 @@ class PlanetoidParams(SourceParams):
 
 
 def _allowed() -> dict[tuple[str, str], object]:
-    import scipy.sparse  # imported here: only Planetoid needs scipy's sparse matrices
-
-    csr = scipy.sparse.csr_matrix
+    # imported here: only Planetoid needs scipy's sparse matrices
+    csr = require_extra("scipy.sparse", "graph", "Planetoid data").csr_matrix
     return {**NUMPY, ("scipy.sparse.csr", "csr_matrix"): csr, ("scipy.sparse._csr", "csr_matrix"): csr,
             ("collections", "defaultdict"): defaultdict, ("__builtin__", "list"): list, ("builtins", "list"): list}
 

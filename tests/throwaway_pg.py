@@ -1,5 +1,6 @@
 """A throwaway PostgreSQL server in a temporary folder (initdb + pg_ctl, Unix socket only, trust auth), for
-trying a multi-process search on a real database server: the tests and bench/search_throughput.py use it.
+trying a multi-process search on a real database server: tests/search and bench/search_throughput.py use it
+(`from throwaway_pg import local_postgres`, with tests/ on sys.path). A test helper, not part of the package.
 
     with local_postgres() as url:          # postgresql+psycopg2://postgres@/kdzero?host=/tmp/kdzpgXXXX&port=...
         search(config, workers=2, storage_url=url)
@@ -40,7 +41,7 @@ def unavailable() -> str | None:
     try:
         import psycopg2  # noqa: F401
     except ImportError:
-        return "the psycopg2 driver is not installed (pip install psycopg2-binary)"
+        return "the psycopg2 driver is not installed (pip install 'kdforge[postgres]')"
     return None
 
 
