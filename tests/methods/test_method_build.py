@@ -42,7 +42,7 @@ def test_unknown_param_names_key_path_and_allowed_keys() -> None:
     assert "\n" not in message
     assert message.startswith("method.params.temperatur: unknown parameter of method 'kd'")
     assert "did you mean 'temperature'" in message
-    assert message.endswith("allowed: temperature, ce_weight, kd_weight")
+    assert message.endswith("allowed: temperature, ce_weight, kd_weight, count_regularization")
 
 
 def test_bad_param_value_names_key_path() -> None:

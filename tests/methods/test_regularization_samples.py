@@ -42,8 +42,8 @@ def test_counts_per_epoch_through_on_epoch_end(digits, name: str, params: dict) 
     torch.manual_seed(0)
     teacher = models.build(ModelSpec(name="mlp", params={"hidden": [16]}), digits.spec)
     student = models.build(ModelSpec(name="mlp", params={"hidden": [8]}), digits.spec)
-    method = build_method(MethodSpec(name=name, params=params), student, LiveTeacher(teacher),
-                          Setup.for_data(digits.spec, digits.train))
+    method = build_method(MethodSpec(name=name, params={**params, "count_regularization": True}), student,
+                          LiveTeacher(teacher), Setup.for_data(digits.spec, digits.train))
     logged: list[dict] = []
     ctx = SimpleNamespace(epoch=0, runtime=Runtime.from_env("cpu"), log=lambda **v: logged.append(v))
     expected = 0
@@ -60,3 +60,21 @@ def test_counts_per_epoch_through_on_epoch_end(digits, name: str, params: dict) 
     method.load_extra_state(saved)  # a resumed run continues the epoch's count
     method.on_epoch_end(ctx)
     assert logged[-1]["reg_samples"] == expected
+
+
+@pytest.mark.parametrize("name", ["kd", "wsl"])
+def test_counter_off_by_default(digits, name: str, monkeypatch) -> None:
+    """Training does not use the count: it costs nothing per step unless an analysis asks for it."""
+    import kdforge.methods.regularization as reg
+
+    calls = []
+    monkeypatch.setattr(reg, "regularization_samples", lambda *a, **k: calls.append(1) or regularization_samples(*a, **k))
+    torch.manual_seed(0)
+    teacher = models.build(ModelSpec(name="mlp", params={"hidden": [16]}), digits.spec)
+    student = models.build(ModelSpec(name="mlp", params={"hidden": [8]}), digits.spec)
+    method = build_method(MethodSpec(name=name), student, LiveTeacher(teacher), Setup.for_data(digits.spec, digits.train))
+    logged: list[dict] = []
+    ctx = SimpleNamespace(epoch=0, runtime=Runtime.from_env("cpu"), log=lambda **v: logged.append(v))
+    method.loss_terms(digits.train.batch(torch.arange(0, 40)), ctx)
+    method.on_epoch_end(ctx)
+    assert calls == [] and logged == [] and method.extra_state() == {}

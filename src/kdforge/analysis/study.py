@@ -139,7 +139,10 @@ def _train_member(cfg: ExperimentConfig, variant: Variant, bundle: DataBundle, i
         return json.loads((run_dir / "summary.json").read_text())  # finished earlier: reused, not retrained
     member = replace(bundle, train=take(bundle.train, index),
                      splits={**bundle.splits, "ensemble": {**spec, "part": part}})
-    run_cfg = cfg.model_copy(update={"method": variant.method, "seed": seed, "output_dir": str(run_dir)})
+    method = variant.method
+    if getattr(METHODS[method.name], "counts_regularization", False):  # the study reports them: ask for the counts
+        method = method.model_copy(update={"params": {**method.params, "count_regularization": True}})
+    run_cfg = cfg.model_copy(update={"method": method, "seed": seed, "output_dir": str(run_dir)})
     return run(run_cfg, resume=resume, overwrite=overwrite, bundle=member)
 
 

@@ -6,6 +6,8 @@ and `latest.json` is replaced atomically after it, so a kill at any moment leave
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from kdforge.errors import CheckpointError
-from kdforge.fileio import DIR_MODE, FILE_MODE, TensorFileError, atomic_write_text, read_tensors, sha256_of, write_tensors
+from kdforge.fileio import DIR_MODE, FILE_MODE, TensorFileError, atomic_write_text, read_tensors, sha256_of, tensors_bytes
 
 WEIGHTS, STATE, META, LATEST = "weights.safetensors", "state.pt", "meta.json", "latest.json"
 
@@ -58,11 +60,14 @@ def save_checkpoint(ckpt_dir: Path, name: str, module: nn.Module, state: dict[st
     final = ckpt_dir / name
     tmp = Path(tempfile.mkdtemp(dir=ckpt_dir, prefix=f".{final.name}."))
     try:
+        # Each file is written once into the temporary folder, its sha256 taken from the bytes in memory (no
+        # re-read), and every file fsynced once below; the folder's rename is what makes the checkpoint atomic.
         weights = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
-        weights_sum = write_tensors(tmp / WEIGHTS, weights)["sha256"]
-        torch.save(state, tmp / STATE)
+        weights_sum = _write_bytes(tmp / WEIGHTS, tensors_bytes(weights))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
         meta = {"epoch": state.get("epoch"), "batch": state.get("batch"), "step": state.get("step"),
-                "sha256": {WEIGHTS: weights_sum, STATE: sha256_of(tmp / STATE)}}
+                "sha256": {WEIGHTS: weights_sum, STATE: _write_bytes(tmp / STATE, buffer.getbuffer())}}
         (tmp / META).write_text(json.dumps(meta, indent=2))
         _fsync_dir_files(tmp)
         os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700
@@ -77,6 +82,13 @@ def save_checkpoint(ckpt_dir: Path, name: str, module: nn.Module, state: dict[st
     atomic_write_text(ckpt_dir / LATEST, json.dumps(pointer))
     _prune(ckpt_dir, keep)
     return final
+
+
+def _write_bytes(path: Path, data: bytes | memoryview) -> str:
+    """Write `data` to `path` (inside a checkpoint's temporary folder); its sha256."""
+    with open(path, "wb") as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _fsync_dir_files(folder: Path) -> None:

@@ -77,6 +77,8 @@ class Trainer:
         if self.cfg.sync_batchnorm and rt.distributed:
             enable_sync_batchnorm(self.method.trainable(), self._sync)
         self._position: tuple[int, int, int, int | None, dict[str, Any] | None] | None = None
+        #: check the loss's finiteness where the loop syncs anyway rather than every step (see train_epoch)
+        self.defer_finite_check = self.runtime.device.type != "cpu"
 
     # ---- public -------------------------------------------------------------------------------------------
     def prepare(self, resume: bool = False, overwrite: bool = False) -> None:
@@ -145,6 +147,10 @@ class Trainer:
             method.on_epoch_start(ctx)
         sums, counts, loss_names = acc["sums"], acc["counts"], acc["loss_names"]
         every = self.cfg.checkpoint_steps
+        # Non-finite losses: on the CPU reading the flag costs nothing, so every step is checked at once; on an
+        # accelerator a read would wait for the step, so the first bad step is kept on the device and read only
+        # where the loop reads the device anyway (a logged step, a checkpoint, the end of the epoch).
+        deferred, first_bad, first = self.defer_finite_check, None, (start_batch, step)
         for i, batch in enumerate(self.loader.epoch(epoch, start=start_batch), start=start_batch):
             ctx.step, ctx.batch_index = step, i
             ctx.grad_weight = len(batch) * self.runtime.world_size / self._global_batch(i)
@@ -152,22 +158,31 @@ class Trainer:
             batch = batch.to(self.runtime.device)
             out = method.training_step(batch, ctx)
             loss = _total(out.terms)
-            if not torch.isfinite(loss):
+            if deferred:
+                bad = torch.where(torch.isfinite(loss.detach()), _NEVER, step)
+                first_bad = bad if first_bad is None else torch.minimum(first_bad, bad)
+            elif not torch.isfinite(loss):
                 raise TrainingDiverged(self._diverged_message(out.terms, epoch, i, step))
             step += 1
             loss_names.update(dict.fromkeys(out.terms))
             for name, value in (*out.terms.items(), *out.metrics.items()):
-                sums[name] = sums.get(name, 0.0) + value.detach()
+                _accumulate(sums, name, value.detach())
                 counts[name] = counts.get(name, 0) + 1
             if out.logits is not None and batch.y is not None:
                 acc["correct"] += out.logits.detach().argmax(-1).eq(batch.y).sum()
                 acc["labeled"] += batch.y.shape[0]
             advance()
-            if logger is not None and step % self.cfg.log_every == 0:
+            log_now = logger is not None and step % self.cfg.log_every == 0
+            save_now = every is not None and step % every == 0 and i + 1 < self.plan.steps_per_epoch
+            if deferred and (log_now or save_now):
+                self._raise_if_diverged(first_bad, first, out.terms, epoch)
+            if log_now:
                 logger.log("step", step, epoch=epoch, loss=float(loss.detach()), lr=self._lr(),
                            **{k: float(v.detach()) for k, v in out.terms.items()})
-            if every is not None and step % every == 0 and i + 1 < self.plan.steps_per_epoch:
+            if save_now:
                 self._save(epoch, step, batch=i + 1, acc=acc)
+        if deferred and first_bad is not None:
+            self._raise_if_diverged(first_bad, first, out.terms, epoch)
         method.on_epoch_end(ctx)
         self._sync_buffers()
         record: dict[str, Any] = {"epoch": epoch, **self._epoch_means(sums, counts, loss_names)}
@@ -203,8 +218,19 @@ class Trainer:
     def _lr(self) -> float:
         return next(iter(self.optimizers.values())).lr if self.optimizers else 0.0
 
-    def _diverged_message(self, terms: dict[str, Tensor], epoch: int, i: int, step: int) -> str:
+    def _raise_if_diverged(self, first_bad: Tensor | None, first: tuple[int, int], terms: dict[str, Tensor],
+                           epoch: int) -> None:
+        """TrainingDiverged naming the first step of this epoch whose loss was not finite, if there was one
+        (`first_bad`: that step on the device, or _NEVER; `first`: the epoch's first batch and global step here)."""
+        if first_bad is None:
+            return
+        bad = int(first_bad)
+        if bad != _NEVER:
+            raise TrainingDiverged(self._diverged_message(terms, epoch, first[0] + bad - first[1], bad, latest=True))
+
+    def _diverged_message(self, terms: dict[str, Tensor], epoch: int, i: int, step: int, latest: bool = False) -> str:
         shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        shown = f"{shown} (at the step it was found)" if latest else shown
         last = latest_checkpoint(self.ckpt_dir)
         kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
         return (f"loss became non-finite at epoch {epoch}, batch {i + 1}/{len(self.loader)} (global step {step + 1}):"
@@ -311,6 +337,21 @@ def _fresh_acc(device: torch.device) -> dict[str, Any]:
     """An epoch's running sums: per-name loss/metric sums and step counts, loss-term names, train hits."""
     return {"sums": {}, "counts": {}, "loss_names": {}, "correct": torch.zeros((), dtype=torch.long, device=device),
             "labeled": torch.zeros((), dtype=torch.long, device=device)}
+
+
+_NEVER = 2**62  # no non-finite step yet
+
+
+def _accumulate(sums: dict[str, Tensor], name: str, value: Tensor) -> None:
+    """sums[name] += value in place (no new tensor per step); the first value of an epoch, or a sum restored onto
+    another device, starts a new one. The same float arithmetic as `sums.get(name, 0.0) + value`."""
+    total = sums.get(name)
+    if total is None:
+        sums[name] = value.clone()
+    elif total.device != value.device or total.dtype != value.dtype or total.requires_grad:
+        sums[name] = total.to(value.device) + value
+    else:
+        total.add_(value)
 
 
 def _total(terms: dict[str, Tensor]) -> Tensor:

@@ -8,7 +8,7 @@ from torch import Tensor
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.methods.base import MethodParams
-from kdforge.methods.regularization import CountsRegularizationSamples
+from kdforge.methods.regularization import CountsRegularizationSamples, count_regularization_field
 from kdforge.losses import kd_loss
 from kdforge.registry import METHODS
 
@@ -19,6 +19,7 @@ class KDParams(MethodParams):
     temperature: float = Field(4.0, gt=0, description="softmax temperature T of both soft labels")
     ce_weight: float = Field(0.1, ge=0, description="weight of the hard-label CE")
     kd_weight: float = Field(0.9, ge=0, description="weight of T^2 * KL(teacher || student)")
+    count_regularization: bool = count_regularization_field()
 
 
 @METHODS.register("kd")

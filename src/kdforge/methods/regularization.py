@@ -1,14 +1,17 @@
 """Per-epoch counts of WSL's "regularization samples" (Zhou et al., ICLR 2021) for the soft-label methods.
 
-KD and WSL call `count_regularization` on every batch; `on_epoch_end` (the method contract's epoch hook) logs the
-epoch's count and share to metrics.jsonl as a `method` event (`reg_samples`, `reg_fraction`) and starts again.
-The running count is in `extra_state`, so a run resumed mid-epoch reports the same numbers.
+An analysis asks for them with the method param `count_regularization: true` (the bias-variance study does);
+off by default, since the count costs a softmax, two gathers and a comparison per step that training does not use.
+When on, KD and WSL call `count_regularization` on every batch; `on_epoch_end` (the method contract's epoch hook)
+logs the epoch's count and share to metrics.jsonl as a `method` event (`reg_samples`, `reg_fraction`) and starts
+again. The running count is in `extra_state`, so a run resumed mid-epoch reports the same numbers.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from kdforge.data.types import Batch
@@ -17,12 +20,25 @@ from kdforge.losses import regularization_samples
 from kdforge.methods.base import Method, P
 
 
-class CountsRegularizationSamples(Method[P]):
-    """A Method that counts, per epoch, the training samples on which the student beats its teacher."""
+def count_regularization_field() -> Any:
+    """The `count_regularization` param of a method that can count regularization samples (KD, WSL); declared
+    last in their params, after the method's own."""
+    return Field(False, description=(
+        "count, per epoch, the training samples on which the student fits the label better than the teacher "
+        "(WSL's regularization samples) and log them as reg_samples / reg_fraction; for analyses (the "
+        "bias-variance study turns it on), off by default: it costs a little on every step"))
 
+
+class CountsRegularizationSamples(Method[P]):
+    """A Method that counts, per epoch, the training samples on which the student beats its teacher, when its
+    params ask for it (`count_regularization`)."""
+
+    counts_regularization = True  # what an analysis checks before it asks for the counts
     _reg_counts: Tensor | None = None  # [regularization samples, labelled samples seen] of the current epoch
 
     def count_regularization(self, logits: Tensor, teacher_logits: Tensor, batch: Batch, temperature: float) -> None:
+        if not getattr(self.params, "count_regularization", False):
+            return
         if batch.labels is None:  # unlabeled rows have no "true class" to compare on
             return
         mask = regularization_samples(logits, teacher_logits, batch.labels, temperature)

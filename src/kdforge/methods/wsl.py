@@ -9,7 +9,7 @@ from torch import Tensor
 from kdforge.data.types import Batch
 from kdforge.engine.contract import StepContext
 from kdforge.methods.base import MethodParams
-from kdforge.methods.regularization import CountsRegularizationSamples
+from kdforge.methods.regularization import CountsRegularizationSamples, count_regularization_field
 from kdforge.losses import wsl_loss
 from kdforge.losses.common import soft_cross_entropy
 from kdforge.registry import METHODS
@@ -23,6 +23,7 @@ class WSLParams(MethodParams):
     weighting: Literal["wsl", "uniform"] = Field("wsl", description=(
         "the per-sample weights w_i = 1 - exp(-L_s / L_t) (wsl), or every w_i = 1 (uniform): the control that "
         "keeps WSL's recipe (T, alpha, CE weight) and removes its mechanism, i.e. KD at T with weight alpha"))
+    count_regularization: bool = count_regularization_field()
 
 
 @METHODS.register("wsl")
