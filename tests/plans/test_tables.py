@@ -114,3 +114,16 @@ def test_claims_ledger_status_follows_the_intervals(tmp_path: Path) -> None:
     assert sync_docs([doc], tmp_path, check=True) == [f"{doc}:claims"]
     sync_docs([doc], tmp_path)
     assert "confirmed at this scale" in doc.read_text() and sync_docs([doc], tmp_path, check=True) == []
+
+
+def test_claims_ledger_with_one_seed_prints_no_interval(tmp_path: Path) -> None:
+    from kdforge.plans.claims import ledger
+
+    write_plan(tmp_path)
+    write_records(tmp_path / "toy.jsonl", [r for r in records() if r["seed"] == 0], ["ce", "kd", "bad"])
+    claims = [{"paper": "P1", "claim": "kd beats ce", "evidence": [{"plan": "toy", "a": "kd", "b": "ce"}]}]
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims))
+    text = ledger(tmp_path)
+    assert "nan" not in text
+    assert "`toy`: kd − ce, top1: +4.00 (one seed: no interval), 1/0 of 1 seeds" in text
+    assert "inconclusive at this scale" in text
