@@ -15,6 +15,7 @@ from kdforge.config.schema import (
     AugmentConfig, OptimConfig, RecipeConfig, ScheduleConfig, TeacherCacheConfig, TrainConfig,
 )
 from kdforge.data import Batches, DataBundle, DataSpec, Split
+from kdforge.data.types import all_finite
 from kdforge.engine import FitResult
 from kdforge.errors import ConfigError
 
@@ -101,18 +102,10 @@ def as_split(source: Split | tuple[Tensor, Tensor] | Dataset) -> Split:
     else:
         raise ConfigError(f"data must be a Split, an (x, y) pair of tensors or a Dataset, not {type(source).__name__}")
     x, y = torch.as_tensor(x), torch.as_tensor(y).long()
-    if x.is_floating_point() and not _finite(x):
+    if x.is_floating_point() and not all_finite(x):
         raise ConfigError("data given to distill() holds NaN or infinite input values; clean them first")
     if len(x) != len(y) or len(x) == 0:
         raise ConfigError(f"data given to distill() has {len(x)} inputs and {len(y)} labels; give one label per "
                           "input, and at least one")
     return Split(x=x if x.dtype == torch.long else x.float(), y=y)  # int64 inputs are token ids: kept
 
-
-def _finite(x: Tensor) -> bool:
-    """Whether every value of `x` is finite, without a tensor of x's size: min and max are finite exactly when
-    nothing is NaN (NaN propagates into both) or infinite (it becomes the min or the max)."""
-    if x.numel() == 0:
-        return True
-    lo, hi = torch.aminmax(x.detach())
-    return bool(torch.isfinite(lo) & torch.isfinite(hi))

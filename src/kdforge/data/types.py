@@ -26,6 +26,15 @@ PAD_ID = 0  # token id of padding in every tokens data set; models mask it
 UNK_ID = 1  # token id of words outside the training vocabulary
 
 
+def all_finite(x: Tensor) -> bool:
+    """Whether every value of `x` is finite, without a tensor of x's size: min and max are finite exactly when
+    nothing is NaN (NaN propagates into both) or infinite (it becomes the min or the max)."""
+    if x.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(x.detach())
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """What a model needs to know about a data set.

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from kdforge.options import validate_options
-from kdforge.data.types import DataBundle, DataSpec, Split
+from kdforge.data.types import DataBundle, DataSpec, Split, all_finite
 from kdforge.errors import DataError
 from kdforge.registry import DATASETS
 
@@ -75,7 +75,7 @@ def finish(name: str, train: Split, test: Split, num_classes: int) -> Loaded:
     for part, x in (("train", x_train), ("test", x_test)):
         if len(x) == 0:
             raise DataError(f"data set {name!r}: its {part} split is empty; check the data files")
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise DataError(f"data set {name!r}: its {part} split holds NaN or infinite input values; "
                             "fix or re-create the data files")
     mean, std = _channel_stats(x_train)
