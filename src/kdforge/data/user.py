@@ -120,11 +120,11 @@ def _split(inputs: Any, y: Any, output_key: str, what: str) -> Split:
     else:
         x, more, named, calling = _first_input(inputs, what), (), {}, Calling(output_key=output_key)
     y = class_indices(y, what)
-    lengths = {len(t) for t in (x, *more, *named.values(), y)}
-    if len(lengths) > 1 or len(x) == 0:
+    lengths = {len(t) for t in (x, *more, *named.values())}
+    if len(lengths | {len(y)}) > 1 or len(x) == 0:
         raise ConfigError(f"data given to {what} has {len(x)} inputs and {len(y)} labels"
-                          f"{' (its inputs differ in length)' if len(lengths - {len(y)}) > 1 else ''}; give one label "
-                          "per input, and at least one")
+                          f"{' (its inputs differ in length)' if len(lengths) > 1 else ''}; give one label per input, "
+                          "and at least one")
     return Split(x=x, y=y, more=more, named=named, calling=calling)
 
 
