@@ -76,7 +76,7 @@ def distill(
     labels = max(int(s.y.max()) + 1 for s in (train_split, val_split, test_split) if s is not None and s.y is not None)
     if num_classes is not None and labels > num_classes:
         raise ConfigError(f"distill(): num_classes={num_classes}, but the labels run to class {labels - 1}")
-    width = check_models(student, teacher, train_split, num_classes or labels)
+    width = check_models(student, teacher, train_split, labels)
     if num_classes is not None and width != num_classes:
         raise ConfigError(f"distill(): num_classes={num_classes}, but the models give {width} classes per sample")
     bundle = DataBundle(DataSpec("custom", tuple(train_split.x.shape[1:]), width), train_split, val_split, test_split)
@@ -84,8 +84,9 @@ def distill(
                             grad_clip=grad_clip, label_smoothing=label_smoothing, device=device, tensorboard=tensorboard)
     recipe = settings.recipe(RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(),
                                           train=train_cfg))
-    with assemble_distill(student, teacher, bundle, method=method, params=params or {}, recipe=recipe,
-                          batches=Batches(bundle, batch_size, settings.augment(augment or AugmentConfig())),
+    batches = Batches(bundle, batch_size, settings.augment(augment or AugmentConfig()))
+    batches.loader("train", seed)  # the augmentation checked against the data (token ids, several inputs) first
+    with assemble_distill(student, teacher, bundle, method=method, params=params or {}, recipe=recipe, batches=batches,
                           run_dir=Path(run_dir or _new_run_dir(method)), eval_batch_size=eval_batch_size,
                           teacher_cache=None if teacher_cache is None else settings.cache(teacher_cache),
                           teacher_metrics=teacher_metrics) as a:
