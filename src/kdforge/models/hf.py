@@ -37,11 +37,12 @@ def hf_bert(spec: DataSpec, hidden: PositiveInt = 128, layers: PositiveInt = 2, 
     encoder layers of `heads` attention heads, feed-forward `intermediate` wide (default 4 x hidden), positions up
     to the data's sequence length, padding masked. Tap `bert.encoder.layer.<i>` (a layer's hidden states [B, L,
     hidden]) or `bert.pooler` ([B, hidden])."""
+    vocab = vocab_size(spec)  # token data is checked first: the refusal is the same without the extra
     if hidden % heads:
         raise ValueError(f"hidden={hidden} is not a multiple of heads={heads}")
     transformers = require_extra("transformers", "hf", "the hf_bert model")
     config = transformers.BertConfig(
-        vocab_size=vocab_size(spec), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         intermediate_size=intermediate or 4 * hidden, max_position_embeddings=spec.input_shape[0],
         num_labels=spec.num_classes, pad_token_id=PAD_ID, hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout)
