@@ -206,9 +206,10 @@ class Batch:
     `model(x, *extra, **named)` (with `calling.x_name`, x goes by that name too), its logits read by
     `logits_of` at `calling.output_key`, and `select` (graphs) picks this batch's rows from the output. `y`
     holds the hard labels (None for unlabeled samples); `target` is the label distribution after mixup/cutmix
-    (None when no mixing happened). `index` is each sample's position in its split, `split` names the split and `params` holds the augmentation parameters, so that a teacher-output
-    cache can replay exactly this view; `view_epoch` is set when the views were replayed from a recording (a
-    teacher-output cache): the recorded epoch whose teacher outputs belong to them.
+    (None when no mixing happened). `index` is each sample's position in its split, `split` names the split and
+    `params` holds the augmentation parameters, so that a teacher-output cache can replay exactly this view;
+    `view_epoch` is set when the views were replayed from a recording (a teacher-output cache): the recorded epoch
+    whose teacher outputs belong to them.
     """
 
     x: Tensor

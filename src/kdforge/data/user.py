@@ -98,8 +98,8 @@ def _stack(values: list[Any], name: str, what: str) -> Tensor:
     tensors = [torch.as_tensor(v) for v in values]
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
-        raise ConfigError(f"the samples given to {what} differ in the shape of {name} ({', '.join(map(str, sorted(shapes)[:3]))}); "
-                          "pad them to one shape")
+        some = ", ".join(map(str, sorted(shapes)[:3]))
+        raise ConfigError(f"the samples given to {what} differ in the shape of {name} ({some}); pad them to one shape")
     return torch.stack(tensors)
 
 
@@ -115,7 +115,8 @@ def _split(inputs: Any, y: Any, output_key: str, what: str) -> Split:
         if not inputs:
             raise ConfigError(f"the inputs given to {what} are an empty tuple")
         x, *rest = inputs
-        x, more, named = _first_input(x, what), tuple(_tensor(t, f"input {i + 1}", what) for i, t in enumerate(rest)), {}
+        more = tuple(_tensor(t, f"input {i + 1}", what) for i, t in enumerate(rest))
+        x, named = _first_input(x, what), {}
         calling = Calling(output_key=output_key)
     else:
         x, more, named, calling = _first_input(inputs, what), (), {}, Calling(output_key=output_key)
