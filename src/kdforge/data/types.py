@@ -176,7 +176,6 @@ class Split:
                      **fields)
 
 
-
 @dataclass
 class DataBundle:
     """Everything `data.build` makes (val and test are None only for data given through the Python API without
