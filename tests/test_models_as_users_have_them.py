@@ -31,8 +31,8 @@ def tiny_bert(hidden: int, layers: int, classes: int = 3, seed: int = 0) -> nn.M
 
     torch.manual_seed(seed)
     return BertForSequenceClassification(BertConfig(
-        vocab_size=40, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=2 * hidden,
-        max_position_embeddings=16, num_labels=classes, pad_token_id=PAD_ID))
+        vocab_size=40, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden, max_position_embeddings=16, num_labels=classes, pad_token_id=PAD_ID))
 
 
 class Sentences(Dataset):
@@ -137,12 +137,13 @@ def test_the_hf_bert_registry_model_masks_padding_and_saves(tmp_path):
     from kdforge.models import ModelSpec, build, load_model, save_model
 
     spec = DataSpec("toy", (10,), 3, kind="tokens", vocab_size=40)
-    model = build(ModelSpec("hf_bert", {"hidden": 8, "layers": 1, "heads": 2, "dropout": 0.0}), spec).eval()
+    model_spec = ModelSpec("hf_bert", {"hidden": 8, "layers": 1, "heads": 2, "dropout": 0.0})
+    model = build(model_spec, spec).eval()
     ids = Sentences(4).ids
     padded = model(ids).logits
     assert torch.allclose(padded, model(input_ids=ids, attention_mask=(ids != PAD_ID).long()).logits)
     assert not torch.allclose(padded[:2], model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:2])
-    save_model(tmp_path / "m", model, ModelSpec("hf_bert", {"hidden": 8, "layers": 1, "heads": 2, "dropout": 0.0}), spec)
+    save_model(tmp_path / "m", model, model_spec, spec)
     assert torch.equal(load_model(tmp_path / "m").eval()(ids).logits, padded)
     with pytest.raises(kdforge.errors.ConfigError, match="hidden=9 is not a multiple of heads=2"):
         build(ModelSpec("hf_bert", {"hidden": 9}), spec)
@@ -172,3 +173,19 @@ def test_the_hf_config_runs_on_a_sliver_and_saves_its_student(tmp_path):
     summary = run(cfg)
     assert 0.0 <= summary["test"]["top1"] <= 1.0
     assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+
+
+def test_a_config_run_checks_the_teacher_it_is_given_against_the_student(tmp_path):
+    """The assembly point probes the models of a config run too: a teacher handed to `assemble` (a comparison's,
+    a search's) with other classes than the student is one line naming the key, before any method is built."""
+    from kdforge.api import assemble
+
+    cfg = load_config(ROOT / "configs" / "gaussian_kd.yaml", ["train.progress=false", f"output_dir={tmp_path / 'r'}",
+                                                                "data.params.num_classes=4", "data.params.dim=16"])
+    with pytest.raises(kdforge.errors.ConfigError) as info:
+        assemble(cfg, teacher=nn.Linear(16, 7))
+    assert str(info.value).startswith("teacher.model (Linear) gives 7 classes per sample and student (MLP) 4")
+    with pytest.raises(kdforge.errors.ConfigError, match=r"^teacher.model \(Linear\) refused a batch of 2 training "
+                                                          r"samples \(x \[2, 16\]\): RuntimeError"):
+        assemble(cfg, teacher=nn.Linear(15, 4))
+    assert not (tmp_path / "r").exists()

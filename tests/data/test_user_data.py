@@ -150,7 +150,8 @@ def test_bad_samples_are_one_line():
     with pytest.raises(ConfigError, match="2 inputs and 3 labels \\(its inputs differ in length\\)"):
         to_split(((torch.zeros(2, 1), torch.zeros(3, 1)), torch.tensor([0, 1, 0])))
     with pytest.raises(ConfigError, match="NaN or infinite input values; clean them first \\(mask\\)"):
-        to_split({"ids": torch.ones(2, 1), "mask": torch.tensor([[float("nan")], [0.0]]), "labels": torch.tensor([0, 1])})
+        to_split({"ids": torch.ones(2, 1), "mask": torch.tensor([[float("nan")], [0.0]]),
+                  "labels": torch.tensor([0, 1])})
     with pytest.raises(ConfigError, match="sample 0 of this Dataset is a int"):
         to_split(_Listed([1, 2]))
     with pytest.raises(ConfigError, match="no input besides the labels"):
