@@ -20,6 +20,7 @@ import kdforge.data as data_mod
 import kdforge.methods as methods
 import kdforge.models as models
 from kdforge.api import settings
+from kdforge.api.checks import check_models
 from kdforge.api.finetune import finetune_phase, finetune_recipe
 from kdforge.api.names import check_names
 from kdforge.api.teachers import teacher_agreement, teacher_dir, teacher_logits_dir
@@ -136,6 +137,7 @@ def assemble(cfg: ExperimentConfig, *, bundle: DataBundle | None = None, teacher
         teacher = prepare_teacher(cfg, bundle)
     seed_everything(cfg.seed)
     student = build_model(cfg.student, bundle.spec, "student")
+    check_models(student, teacher, bundle.train, bundle.spec.num_classes, ("student", "teacher.model"))
     source = None if teacher is None else _source(cfg, teacher, for_cache)
     with _released_on_error(source):
         method = build_method(cfg.method.name, cfg.method.params, student, source, bundle, cfg.train.label_smoothing)
@@ -215,6 +217,7 @@ def assemble_teacher(cfg: ExperimentConfig, bundle: DataBundle, path: Path) -> A
     recipe = finetune_recipe(settings.recipe(cfg.teacher.recipe), infodrop.finetune_epochs if infodrop else 0)
     seed_everything(recipe.seed)
     model = build_model(cfg.teacher.model, bundle.spec, "teacher.model")
+    check_models(model, None, bundle.train, bundle.spec.num_classes, ("teacher.model", ""))
     method = build_method("ce", {}, model, None, bundle, recipe.train.label_smoothing)
     return Assembly(runtime=Runtime.from_env(recipe.train.device), bundle=bundle, student=model, method=method,
                     teacher=None, source=None, batches=Batches(bundle, cfg.data.batch_size,

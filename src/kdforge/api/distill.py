@@ -5,17 +5,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from kdforge.api import settings
 from kdforge.api.assembly import assemble_distill, run_lock
+from kdforge.api.checks import check_models
 from kdforge.config.schema import (
     AugmentConfig, OptimConfig, RecipeConfig, ScheduleConfig, TeacherCacheConfig, TrainConfig,
 )
 from kdforge.data import Batches, DataBundle, DataSpec, Split
-from kdforge.data.types import all_finite
+from kdforge.data.user import to_split
 from kdforge.engine import FitResult
 from kdforge.errors import ConfigError
 
@@ -49,10 +49,18 @@ def distill(
     tensorboard: bool = True,
     teacher_metrics: bool = True,
     teacher_cache: TeacherCacheConfig | None = None,
+    label_key: str = "labels",
+    output_key: str = "logits",
 ) -> FitResult:
     """Distill `teacher` into `student` (or train `student` alone with method="ce") on your own data.
 
-    No registration is needed: any modules mapping a batch of inputs to logits work. The student is trained in
+    No registration is needed: any modules mapping a batch of inputs to logits work. A model may return a tensor,
+    or a dict, tuple or object holding the logits under `output_key` (a Hugging Face `SequenceClassifierOutput`).
+    Data may be an (x, y) pair, a Dataset of (x, y) samples, x a tensor or a tuple of inputs (`model(x, mask)`),
+    or dict samples whose tensors are passed by keyword, the labels under `label_key` (`input_ids`,
+    `attention_mask`, `labels`); labels are class indices (one-hot rows are taken as such, soft labels refused).
+    Each model is called once on two training samples first: inputs it refuses, outputs without logits and
+    teacher/student class counts that differ are one-line ConfigErrors. The student is trained in
     place; the teacher is left as it was found (train/eval mode, requires_grad). Without `val` / `test` there
     is no validation / test evaluation and `result.val` / `result.test` are empty (their `.note` says why).
     `run_dir` defaults to a new folder runs/api/<method>-<time>; an existing run folder is never overwritten
@@ -61,18 +69,24 @@ def distill(
     records the teacher's outputs once (with `epochs` augmented views per sample) and replays them instead of
     running the teacher on every batch.
     """
-    train_split = as_split(train)
+    train_split = as_split(train, label_key, output_key)
     if train_split.y is None:
         raise ConfigError("distill(): the training data needs labels (an (x, y) pair or a labeled Split)")
-    classes = num_classes or int(train_split.y.max()) + 1
-    bundle = DataBundle(DataSpec("custom", tuple(train_split.x.shape[1:]), classes), train_split,
-                        as_split(val) if val is not None else None, as_split(test) if test is not None else None)
+    val_split, test_split = (None if s is None else as_split(s, label_key, output_key) for s in (val, test))
+    labels = max(int(s.y.max()) + 1 for s in (train_split, val_split, test_split) if s is not None and s.y is not None)
+    if num_classes is not None and labels > num_classes:
+        raise ConfigError(f"distill(): num_classes={num_classes}, but the labels run to class {labels - 1}")
+    width = check_models(student, teacher, train_split, labels)
+    if num_classes is not None and width != num_classes:
+        raise ConfigError(f"distill(): num_classes={num_classes}, but the models give {width} classes per sample")
+    bundle = DataBundle(DataSpec("custom", tuple(train_split.x.shape[1:]), width), train_split, val_split, test_split)
     train_cfg = TrainConfig(epochs=epochs, progress=progress, eval_every=eval_every, checkpoint_every=checkpoint_every,
                             grad_clip=grad_clip, label_smoothing=label_smoothing, device=device, tensorboard=tensorboard)
     recipe = settings.recipe(RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(),
                                           train=train_cfg))
-    with assemble_distill(student, teacher, bundle, method=method, params=params or {}, recipe=recipe,
-                          batches=Batches(bundle, batch_size, settings.augment(augment or AugmentConfig())),
+    batches = Batches(bundle, batch_size, settings.augment(augment or AugmentConfig()))
+    batches.loader("train", seed)  # the augmentation checked against the data (token ids, several inputs) first
+    with assemble_distill(student, teacher, bundle, method=method, params=params or {}, recipe=recipe, batches=batches,
                           run_dir=Path(run_dir or _new_run_dir(method)), eval_batch_size=eval_batch_size,
                           teacher_cache=None if teacher_cache is None else settings.cache(teacher_cache),
                           teacher_metrics=teacher_metrics) as a:
@@ -89,23 +103,8 @@ def _new_run_dir(method: str) -> Path:
     return path
 
 
-def as_split(source: Split | tuple[Tensor, Tensor] | Dataset) -> Split:
-    """Hold any (x, y) source as tensors in memory: a Split, a pair of tensors, or a map-style Dataset."""
-    if isinstance(source, Split):
-        return source
-    if isinstance(source, tuple) and len(source) == 2:
-        x, y = source
-    elif isinstance(source, Dataset):
-        items = [source[i] for i in range(len(source))]  # type: ignore[arg-type]
-        x = torch.stack([torch.as_tensor(item[0]) for item in items])
-        y = torch.as_tensor([int(item[1]) for item in items])
-    else:
-        raise ConfigError(f"data must be a Split, an (x, y) pair of tensors or a Dataset, not {type(source).__name__}")
-    x, y = torch.as_tensor(x), torch.as_tensor(y).long()
-    if x.is_floating_point() and not all_finite(x):
-        raise ConfigError("data given to distill() holds NaN or infinite input values; clean them first")
-    if len(x) != len(y) or len(x) == 0:
-        raise ConfigError(f"data given to distill() has {len(x)} inputs and {len(y)} labels; give one label per "
-                          "input, and at least one")
-    return Split(x=x if x.dtype == torch.long else x.float(), y=y)  # int64 inputs are token ids: kept
-
+def as_split(source: Split | tuple[Tensor, Tensor] | Dataset, label_key: str = "labels",
+             output_key: str = "logits") -> Split:
+    """Hold any (x, y) source as tensors in memory (`kdforge.data.user.to_split`): a Split, a pair of tensors, a
+    dict of tensors or a map-style Dataset, with one input, a tuple of inputs or named inputs."""
+    return to_split(source, label_key, output_key)

@@ -58,8 +58,9 @@ class BatchIterator:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
-        if split.graph is not None or not split.x.is_floating_point():
-            aug.require_off(augment, "graph" if split.graph is not None else "token")
+        if not split.augmentable:
+            aug.require_off(augment, "graph" if split.graph is not None else
+                            "token" if not split.x.is_floating_point() else "multi-input")
         else:
             aug.validate(augment, tuple(split.x.shape[1:]), "the training")
         self.split = split
@@ -118,7 +119,7 @@ class BatchIterator:
     def _view_batch(self, index: Tensor, view_epoch: int, params: dict[str, Tensor]) -> Batch:
         """The batch of the samples at `index`, each in the view its per-sample `params` describe (recorded views:
         any batch composition, partners anywhere in the split), from the recording of epoch `view_epoch`."""
-        if self.split.graph is not None or not self.split.x.is_floating_point():
+        if not self.split.augmentable:
             return self.split.batch(index, params=params, split=self.name, view_epoch=view_epoch)
         y = None if self.split.y is None else self.split.y.index_select(0, index)
         x = aug.replay_samples(self.split.x, index, params)

@@ -12,6 +12,7 @@ in `hidden_y` for analysis (pseudo-label accuracy) and never reach a batch.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -33,6 +34,35 @@ def all_finite(x: Tensor) -> bool:
         return True
     lo, hi = torch.aminmax(x.detach())
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+def logits_of(out: Any, key: str = "logits") -> Tensor:
+    """The logits in whatever a model returned: a tensor itself, `out[key]` of a dict (a Hugging Face
+    `ModelOutput` is one), the first element of a tuple or list, or the attribute `key` of any other object.
+    Every model output the library reads (student and teacher, live or recorded) passes here once."""
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, Mapping):
+        if key not in out:
+            raise ValueError(f"the model returned a {type(out).__name__} without {key!r} (it has "
+                             f"{', '.join(map(str, out)) or 'nothing'}); name the logits' key")
+        return logits_of(out[key], key)
+    if isinstance(out, (tuple, list)) and out:
+        return logits_of(out[0], key)
+    if isinstance(getattr(out, key, None), Tensor):
+        return getattr(out, key)
+    raise ValueError(f"the model returned a {type(out).__name__}, not logits: return a tensor, or a dict, tuple or "
+                     f"object holding them under {key!r}")
+
+
+@dataclass(frozen=True)
+class Calling:
+    """How models are called on a split's samples and read: `x_name` passes `Split.x` as that keyword argument
+    instead of as the first positional one (dict samples, every input by name), and `output_key` is where the
+    logits are in what the model returns (see `logits_of`). Teacher and student are called the same way."""
+
+    x_name: str | None = None
+    output_key: str = "logits"
 
 
 @dataclass(frozen=True)
@@ -91,12 +121,18 @@ class Split:
 
     `x`: float samples, token ids, or node ids into `graph` (see the module docstring). `y`: int64 labels, or
     None for an unlabeled split, whose true labels (when known) sit in `hidden_y` for analysis only.
+    Models with several inputs: `more` holds further positional inputs per sample (`model(x, *more)`: a model
+    of `(x, mask)`), `named` keyword inputs per sample (`model(x, **named)`; with `calling.x_name` every input
+    is by name: a dict of `input_ids`, `attention_mask`, ...). Each is indexed like `x`.
     """
 
     x: Tensor
     y: Tensor | None = None
     hidden_y: Tensor | None = None
     graph: Graph | None = None
+    more: tuple[Tensor, ...] = ()
+    named: dict[str, Tensor] = field(default_factory=dict)
+    calling: Calling = Calling()
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -105,15 +141,23 @@ class Split:
     def labeled(self) -> bool:
         return self.y is not None
 
+    @property
+    def augmentable(self) -> bool:
+        """Whether augmentation applies: one float input per sample (not token ids, a graph or several inputs)."""
+        return self.graph is None and self.x.is_floating_point() and not self.more and not self.named
+
     def take(self, index: Tensor) -> "Split":
         """The samples at `index`, copied into new contiguous tensors (the graph is shared, not copied)."""
         pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
-        return replace(self, x=self.x.index_select(0, index), y=pick(self.y), hidden_y=pick(self.hidden_y))
+        return replace(self, x=self.x.index_select(0, index), y=pick(self.y), hidden_y=pick(self.hidden_y),
+                       more=tuple(t.index_select(0, index) for t in self.more),
+                       named={k: t.index_select(0, index) for k, t in self.named.items()})
 
     def digest(self) -> str:
         """sha256 of everything a model sees of the split: its inputs, and a graph's features and edges (a key
         for what was computed from them: a teacher's logits, a teacher-output cache)."""
         inputs = [self.x] if self.graph is None else [self.x, self.graph.x, self.graph.edge_index]
+        inputs += [*self.more, *(self.named[k] for k in sorted(self.named))]  # none for one-input data: same key
         return tensor_digest(inputs)
 
     def unlabel(self) -> "Split":
@@ -126,7 +170,10 @@ class Split:
         if self.graph is not None:
             return Batch(x=self.graph.x, extra=(self.graph.edge_index,), select=self.x.index_select(0, index),
                          y=y, index=index, **fields)
-        return Batch(x=self.x.index_select(0, index) if x is None else x, y=y, index=index, **fields)
+        return Batch(x=self.x.index_select(0, index) if x is None else x, y=y, index=index,
+                     extra=tuple(t.index_select(0, index) for t in self.more),
+                     named={k: t.index_select(0, index) for k, t in self.named.items()}, calling=self.calling,
+                     **fields)
 
 
 @dataclass
@@ -153,13 +200,15 @@ class DataBundle:
 class Batch:
     """A batch of samples from one split.
 
-    `x` is the model's first input (augmented samples, token ids, or a graph's node features) and `extra` the
-    rest (a graph's edge_index): the model is called as `model(x, *extra)`, and `select` (graphs) picks this
-    batch's rows from the output. `y` holds the hard labels (None for unlabeled samples); `target` is the label
-    distribution after mixup/cutmix (None when no mixing happened). `index` is each sample's position in its
-    split, `split` names the split and `params` holds the augmentation parameters, so that a teacher-output
-    cache can replay exactly this view; `view_epoch` is set when the views were replayed from a recording (a
-    teacher-output cache): the recorded epoch whose teacher outputs belong to them.
+    `x` is the model's first input (augmented samples, token ids, or a graph's node features), `extra` the
+    other positional ones (a graph's edge_index, a mask) and `named` the keyword ones: the model is called as
+    `model(x, *extra, **named)` (with `calling.x_name`, x goes by that name too), its logits read by
+    `logits_of` at `calling.output_key`, and `select` (graphs) picks this batch's rows from the output. `y`
+    holds the hard labels (None for unlabeled samples); `target` is the label distribution after mixup/cutmix
+    (None when no mixing happened). `index` is each sample's position in its split, `split` names the split and
+    `params` holds the augmentation parameters, so that a teacher-output cache can replay exactly this view;
+    `view_epoch` is set when the views were replayed from a recording (a teacher-output cache): the recorded epoch
+    whose teacher outputs belong to them.
     """
 
     x: Tensor
@@ -171,6 +220,8 @@ class Batch:
     select: Tensor | None = None
     split: str = "train"
     view_epoch: int | None = None
+    named: dict[str, Tensor] = field(default_factory=dict)
+    calling: Calling = Calling()
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -185,8 +236,23 @@ class Batch:
         return self.y
 
     def forward(self, model: nn.Module) -> Tensor:
-        """`model`'s output rows for this batch's samples: model(x, *extra), then the selected rows (graphs)."""
-        return self.rows(model(self.x, *self.extra))
+        """`model`'s logits for this batch's samples: model(x, *extra, **named) read by `logits_of`, then the
+        selected rows (graphs)."""
+        return self.rows(logits_of(self.call(model), self.calling.output_key))
+
+    def call(self, model: nn.Module) -> Any:
+        """What `model` returns on this batch's inputs, as it returns it (a tensor, a dict, an output object)."""
+        if self.calling.x_name is None:
+            return model(self.x, *self.extra, **self.named)
+        return model(*self.extra, **{self.calling.x_name: self.x}, **self.named)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each input's name (`x` or its keyword, `input i` for further positional ones) and shape: what errors
+        about a model's inputs show."""
+        out = {self.calling.x_name or "x": tuple(self.x.shape)}
+        out.update({f"input {i + 1}": tuple(t.shape) for i, t in enumerate(self.extra)})
+        return out | {k: tuple(t.shape) for k, t in self.named.items()}
 
     def rows(self, t: Tensor) -> Tensor:
         """The rows of a per-sample output (logits, a tapped feature) that belong to this batch's samples."""
@@ -195,4 +261,5 @@ class Batch:
     def to(self, device: torch.device | str) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return replace(self, x=move(self.x), y=move(self.y), target=move(self.target),
-                       extra=tuple(move(t) for t in self.extra), select=move(self.select))
+                       extra=tuple(move(t) for t in self.extra), select=move(self.select),
+                       named={k: move(t) for k, t in self.named.items()})

@@ -145,9 +145,11 @@ def inner_batches(batch: Batch, k: int) -> list[Batch]:
     parts = []
     for rows in torch.arange(len(batch), device=batch.index.device).tensor_split(k):
         pick = lambda t: None if t is None else t.index_select(0, rows)  # noqa: E731
-        x = batch.x if batch.select is not None else pick(batch.x)
-        parts.append(Batch(x=x, y=pick(batch.y), index=pick(batch.index), extra=batch.extra,
-                           select=pick(batch.select), split=batch.split))
+        graph = batch.select is not None  # a graph's inputs are the whole graph's; other inputs are per sample
+        x, extra = (batch.x, batch.extra) if graph else (pick(batch.x), tuple(pick(t) for t in batch.extra))
+        parts.append(Batch(x=x, y=pick(batch.y), index=pick(batch.index), extra=extra, select=pick(batch.select),
+                           split=batch.split, named={k: pick(t) for k, t in batch.named.items()},
+                           calling=batch.calling))
     return parts
 
 

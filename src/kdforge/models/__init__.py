@@ -3,6 +3,7 @@ from kdforge.models import (  # noqa: F401  (registers the builders)
     cnn,
     cnn1d,
     gnn,
+    hf,
     mlp,
     mobilenetv2,
     resnet_cifar,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from kdforge.data.types import Batch
+from kdforge.data.types import Batch, logits_of
 from kdforge.models.taps import Taps
 from kdforge.registry import TEACHERS
 from kdforge.teachers.base import TeacherOutput
@@ -60,4 +60,4 @@ class LiveTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        return logits_of(self.model(x))
