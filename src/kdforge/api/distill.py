@@ -1,23 +1,32 @@
 """`distill`: your own modules on your own tensors, no registration."""
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from kdforge.api import settings
-from kdforge.api.assembly import assemble_distill, run_lock
+from kdforge.api.assembly import assemble_distill
+from kdforge.api.runs import RunRecord, train_and_record
 from kdforge.config.schema import (
     AugmentConfig, OptimConfig, RecipeConfig, ScheduleConfig, TeacherCacheConfig, TrainConfig,
 )
 from kdforge.data import Batches, DataBundle, DataSpec, Split
 from kdforge.data.types import all_finite
 from kdforge.engine import FitResult
+from kdforge.engine.checkpoint import latest_checkpoint
 from kdforge.errors import ConfigError
+from kdforge.models import built_from
 
 
 def distill(
@@ -61,6 +70,10 @@ def distill(
     records the teacher's outputs once (with `epochs` augmented views per sample) and replays them instead of
     running the teacher on every batch.
     """
+    t0 = time.perf_counter()
+    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if value < 1:
+            raise ConfigError(f"distill(): {key} must be at least 1, got {value}")
     train_split = as_split(train)
     if train_split.y is None:
         raise ConfigError("distill(): the training data needs labels (an (x, y) pair or a labeled Split)")
@@ -69,15 +82,63 @@ def distill(
                         as_split(val) if val is not None else None, as_split(test) if test is not None else None)
     train_cfg = TrainConfig(epochs=epochs, progress=progress, eval_every=eval_every, checkpoint_every=checkpoint_every,
                             grad_clip=grad_clip, label_smoothing=label_smoothing, device=device, tensorboard=tensorboard)
-    recipe = settings.recipe(RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(),
-                                          train=train_cfg))
-    with assemble_distill(student, teacher, bundle, method=method, params=params or {}, recipe=recipe,
-                          batches=Batches(bundle, batch_size, settings.augment(augment or AugmentConfig())),
-                          run_dir=Path(run_dir or _new_run_dir(method)), eval_batch_size=eval_batch_size,
-                          teacher_cache=None if teacher_cache is None else settings.cache(teacher_cache),
-                          teacher_metrics=teacher_metrics) as a:
-        with run_lock(a.run_dir, a.runtime):
-            return a.trainer().fit(resume=resume, overwrite=overwrite)
+    recipe_cfg = RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(),
+                              train=train_cfg)
+    folder = Path(run_dir or _new_run_dir(method))
+    record = RunRecord(f"distill-{method}", method, seed, str(folder),
+                       _arguments(recipe_cfg, method=method, params=params or {}, batch_size=batch_size,
+                                  eval_batch_size=eval_batch_size, augment=augment, teacher_cache=teacher_cache,
+                                  bundle=bundle, student=student, teacher=teacher),
+                       _model_name(student), None if teacher is None else _model_name(teacher), built_from(student))
+    with _removed_on_failure(folder):
+        with assemble_distill(student, teacher, bundle, method=method, params=params or {},
+                              recipe=settings.recipe(recipe_cfg),
+                              batches=Batches(bundle, batch_size, settings.augment(augment or AugmentConfig())),
+                              run_dir=folder, eval_batch_size=eval_batch_size,
+                              teacher_cache=None if teacher_cache is None else settings.cache(teacher_cache),
+                              teacher_metrics=teacher_metrics) as a:
+            return train_and_record(a, record, resume, overwrite, t0)[0]
+
+
+@contextmanager
+def _removed_on_failure(folder: Path) -> Iterator[None]:
+    """A call that fails before its first checkpoint (nothing to resume) leaves nothing behind: the folders it
+    created are removed, and in a folder that existed before, only what the call added."""
+    created = next((p for p in reversed((folder, *folder.parents)) if not p.exists()), None)
+    before = set() if created is not None else set(folder.iterdir()) if folder.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if latest_checkpoint(folder / "checkpoints") is None:
+            for path in [created] if created is not None else set(folder.iterdir()) - before:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
+
+
+def _model_name(model: nn.Module) -> str:
+    """A model's name in the summary: its registered builder's, else its class's."""
+    spec = built_from(model)
+    return spec.name if spec is not None else type(model).__name__
+
+
+def _arguments(recipe: RecipeConfig, *, method: str, params: dict[str, Any], batch_size: int, eval_batch_size: int,
+               augment: AugmentConfig | None, teacher_cache: TeacherCacheConfig | None, bundle: DataBundle,
+               student: nn.Module, teacher: nn.Module | None) -> str:
+    """config.yaml of a distill() run: its arguments (the modules and data described, not stored), under a
+    `distill:` key so that it is never mistaken for an experiment config."""
+    data = {name: None if part is None else len(part) for name, part in
+            (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))}
+    args = {"method": {"name": method, "params": params}, "student": _model_name(student),
+            "teacher": None if teacher is None else _model_name(teacher),
+            "data": {"samples": data, "input_shape": list(bundle.spec.input_shape),
+                     "num_classes": bundle.spec.num_classes},
+            "batch_size": batch_size, "eval_batch_size": eval_batch_size,
+            "augment": (augment or AugmentConfig()).model_dump(mode="json"),
+            "teacher_cache": None if teacher_cache is None else teacher_cache.model_dump(mode="json"),
+            **recipe.model_dump(mode="json")}
+    plain = json.loads(json.dumps(args, default=repr))  # method params of any type recorded, as text if need be
+    return "# the arguments of a kdforge.distill() call (not an experiment config)\n" + yaml.safe_dump(
+        {"distill": plain}, sort_keys=False)
 
 
 def _new_run_dir(method: str) -> Path:
