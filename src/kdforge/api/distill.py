@@ -13,7 +13,7 @@ import yaml
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from kdforge.api import settings
 from kdforge.api.assembly import assemble_distill
@@ -22,19 +22,21 @@ from kdforge.config.schema import (
     AugmentConfig, OptimConfig, RecipeConfig, ScheduleConfig, TeacherCacheConfig, TrainConfig,
 )
 from kdforge.data import Batches, DataBundle, DataSpec, Split
+from kdforge.data.streaming import StreamedBatches, first_samples, stream_source, streamed_split
 from kdforge.data.types import all_finite
 from kdforge.engine import FitResult
 from kdforge.engine.checkpoint import latest_checkpoint
 from kdforge.errors import ConfigError
+from kdforge.methods.base import EXAMPLE_SAMPLES
 from kdforge.models import built_from
 
 
 def distill(
     student: nn.Module,
     teacher: nn.Module | None,
-    train: Split | tuple[Tensor, Tensor] | Dataset,
-    val: Split | tuple[Tensor, Tensor] | Dataset | None = None,
-    test: Split | tuple[Tensor, Tensor] | Dataset | None = None,
+    train: Split | tuple[Tensor, Tensor] | Dataset | DataLoader,
+    val: Split | tuple[Tensor, Tensor] | Dataset | DataLoader | None = None,
+    test: Split | tuple[Tensor, Tensor] | Dataset | DataLoader | None = None,
     *,
     method: str = "kd",
     params: dict[str, Any] | None = None,
@@ -49,6 +51,7 @@ def distill(
     seed: int = 0,
     eval_every: int = 5,
     checkpoint_every: int = 1,
+    checkpoint_steps: int | None = None,
     grad_clip: float | None = None,
     label_smoothing: float = 0.0,
     device: str = "auto",
@@ -58,6 +61,8 @@ def distill(
     tensorboard: bool = True,
     teacher_metrics: bool = True,
     teacher_cache: TeacherCacheConfig | None = None,
+    streaming: bool | None = None,
+    workers: int = 0,
 ) -> FitResult:
     """Distill `teacher` into `student` (or train `student` alone with method="ce") on your own data.
 
@@ -69,31 +74,36 @@ def distill(
     forward passes on val/test that the agreement and KL metrics need. `teacher_cache` (a TeacherCacheConfig)
     records the teacher's outputs once (with `epochs` augmented views per sample) and replays them instead of
     running the teacher on every batch.
+
+    Training data held in memory (a Split, an (x, y) pair, a map-style Dataset: stacked once) is the fast
+    default. An IterableDataset or a DataLoader, or any data with `streaming=True`, is streamed instead: read
+    sample by sample through a DataLoader (`workers` processes; a DataLoader brings its own workers, collate
+    function and batch size), with the run's seeded order, exact resume and sharding under torchrun (see
+    `kdforge.data.streaming`). Augmentation then belongs in the dataset's per-sample transforms; `num_classes`
+    defaults to the width of the student's output. `val` and `test` are always held in memory.
     """
     t0 = time.perf_counter()
     for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if value < 1:
             raise ConfigError(f"distill(): {key} must be at least 1, got {value}")
-    train_split = as_split(train)
-    if train_split.y is None:
-        raise ConfigError("distill(): the training data needs labels (an (x, y) pair or a labeled Split)")
-    classes = num_classes or int(train_split.y.max()) + 1
-    bundle = DataBundle(DataSpec("custom", tuple(train_split.x.shape[1:]), classes), train_split,
-                        as_split(val) if val is not None else None, as_split(test) if test is not None else None)
+    bundle, batches = _training_data(student, train, val, test, batch_size=batch_size, augment=augment,
+                                     num_classes=num_classes, streaming=streaming, workers=workers,
+                                     teacher_cache=teacher_cache)
     train_cfg = TrainConfig(epochs=epochs, progress=progress, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                            grad_clip=grad_clip, label_smoothing=label_smoothing, device=device, tensorboard=tensorboard)
+                            checkpoint_steps=checkpoint_steps, grad_clip=grad_clip, label_smoothing=label_smoothing,
+                            device=device, tensorboard=tensorboard)
     recipe_cfg = RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(),
                               train=train_cfg)
     folder = Path(run_dir or _new_run_dir(method))
     record = RunRecord(f"distill-{method}", method, seed, str(folder),
                        _arguments(recipe_cfg, method=method, params=params or {}, batch_size=batch_size,
                                   eval_batch_size=eval_batch_size, augment=augment, teacher_cache=teacher_cache,
-                                  bundle=bundle, student=student, teacher=teacher),
+                                  batches=batches, student=student, teacher=teacher),
                        _model_name(student), None if teacher is None else _model_name(teacher), built_from(student))
     with _removed_on_failure(folder):
         with assemble_distill(student, teacher, bundle, method=method, params=params or {},
                               recipe=settings.recipe(recipe_cfg),
-                              batches=Batches(bundle, batch_size, settings.augment(augment or AugmentConfig())),
+                              batches=batches,
                               run_dir=folder, eval_batch_size=eval_batch_size,
                               teacher_cache=None if teacher_cache is None else settings.cache(teacher_cache),
                               teacher_metrics=teacher_metrics) as a:
@@ -122,23 +132,81 @@ def _model_name(model: nn.Module) -> str:
 
 
 def _arguments(recipe: RecipeConfig, *, method: str, params: dict[str, Any], batch_size: int, eval_batch_size: int,
-               augment: AugmentConfig | None, teacher_cache: TeacherCacheConfig | None, bundle: DataBundle,
+               augment: AugmentConfig | None, teacher_cache: TeacherCacheConfig | None, batches: Batches,
                student: nn.Module, teacher: nn.Module | None) -> str:
     """config.yaml of a distill() run: its arguments (the modules and data described, not stored), under a
     `distill:` key so that it is never mistaken for an experiment config."""
+    bundle = batches.data
     data = {name: None if part is None else len(part) for name, part in
             (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))}
+    stream = batches.stream if isinstance(batches, StreamedBatches) else None
     args = {"method": {"name": method, "params": params}, "student": _model_name(student),
             "teacher": None if teacher is None else _model_name(teacher),
             "data": {"samples": data, "input_shape": list(bundle.spec.input_shape),
-                     "num_classes": bundle.spec.num_classes},
-            "batch_size": batch_size, "eval_batch_size": eval_batch_size,
+                     "num_classes": bundle.spec.num_classes,
+                     "streaming": None if stream is None else {"workers": stream.workers}},
+            "batch_size": batches.size, "eval_batch_size": eval_batch_size,
             "augment": (augment or AugmentConfig()).model_dump(mode="json"),
             "teacher_cache": None if teacher_cache is None else teacher_cache.model_dump(mode="json"),
             **recipe.model_dump(mode="json")}
     plain = json.loads(json.dumps(args, default=repr))  # method params of any type recorded, as text if need be
     return "# the arguments of a kdforge.distill() call (not an experiment config)\n" + yaml.safe_dump(
         {"distill": plain}, sort_keys=False)
+
+
+def _training_data(student: nn.Module, train: Any, val: Any, test: Any, *, batch_size: int,
+                   augment: AugmentConfig | None, num_classes: int | None, streaming: bool | None, workers: int,
+                   teacher_cache: TeacherCacheConfig | None) -> tuple[DataBundle, Batches]:
+    """The run's data and how its batches are drawn: from memory, or streamed (see `distill`)."""
+    held = lambda part: None if part is None else as_split(part)  # noqa: E731
+    aug = settings.augment(augment or AugmentConfig())
+    if not _streams(train, streaming):
+        train_split = as_split(train)
+        if train_split.y is None:
+            raise ConfigError("distill(): the training data needs labels (an (x, y) pair or a labeled Split)")
+        classes = num_classes or int(train_split.y.max()) + 1
+        bundle = DataBundle(DataSpec("custom", tuple(train_split.x.shape[1:]), classes), train_split, held(val),
+                            held(test))
+        return bundle, Batches(bundle, batch_size, aug)
+    if aug.on:
+        raise ConfigError("distill(): augment= works on data held in memory; for streamed data put the "
+                          "augmentation in the dataset's per-sample transform")
+    if teacher_cache is not None:
+        raise ConfigError("distill(): teacher_cache= records views of data held in memory; stream with the live "
+                          "teacher (no teacher_cache) or give the data as tensors")
+    if not isinstance(train, (Dataset, DataLoader)):
+        whole = as_split(train)
+        train = TensorDataset(whole.x, whole.y)
+    source, loader_batch = stream_source(train, workers)
+    example = first_samples(source, EXAMPLE_SAMPLES)
+    split = streamed_split(source, example)
+    classes = num_classes or _output_width(student, split.x)
+    bundle = DataBundle(DataSpec("custom", tuple(split.x.shape[1:]), classes), split, held(val), held(test))
+    return bundle, StreamedBatches(bundle, loader_batch or batch_size, aug, stream=source)
+
+
+def _streams(train: Any, streaming: bool | None) -> bool:
+    """Whether the training data is streamed: asked for, or a DataLoader / IterableDataset (never stacked)."""
+    loader_like = isinstance(train, (DataLoader, IterableDataset))
+    if streaming is False and loader_like:
+        raise ConfigError(f"distill(train=...): a {type(train).__name__} is read by streaming; leave streaming= "
+                          "unset (or True), or give the data as tensors")
+    return loader_like if streaming is None else streaming
+
+
+@torch.no_grad()
+def _output_width(model: nn.Module, x: Tensor) -> int:
+    """The number of classes a model predicts: its output's last dimension on `x` (eval mode, mode restored)."""
+    was_training = model.training
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model.eval()
+    try:
+        out = model(x.to(device))
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Tensor):
+        raise ConfigError(f"distill(): the student returns a {type(out).__name__}; give num_classes= for streamed data")
+    return int(out.shape[-1])
 
 
 def _new_run_dir(method: str) -> Path:
@@ -150,18 +218,23 @@ def _new_run_dir(method: str) -> Path:
     return path
 
 
-def as_split(source: Split | tuple[Tensor, Tensor] | Dataset) -> Split:
-    """Hold any (x, y) source as tensors in memory: a Split, a pair of tensors, or a map-style Dataset."""
+def as_split(source: Split | tuple[Tensor, Tensor] | Dataset | DataLoader) -> Split:
+    """Hold any (x, y) source as tensors in memory: a Split, a pair of tensors, a Dataset or a DataLoader."""
     if isinstance(source, Split):
         return source
     if isinstance(source, tuple) and len(source) == 2:
         x, y = source
+    elif isinstance(source, DataLoader):  # its batches, read once (val/test; training data is streamed)
+        parts = [(torch.as_tensor(b[0]), torch.as_tensor(b[1])) for b in source]
+        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     elif isinstance(source, Dataset):
-        items = [source[i] for i in range(len(source))]  # type: ignore[arg-type]
+        items = (list(source) if isinstance(source, IterableDataset)
+                 else [source[i] for i in range(len(source))])  # type: ignore[arg-type]
         x = torch.stack([torch.as_tensor(item[0]) for item in items])
         y = torch.as_tensor([int(item[1]) for item in items])
     else:
-        raise ConfigError(f"data must be a Split, an (x, y) pair of tensors or a Dataset, not {type(source).__name__}")
+        raise ConfigError(f"data must be a Split, an (x, y) pair of tensors, a Dataset or a DataLoader, not "
+                          f"{type(source).__name__}")
     x, y = torch.as_tensor(x), torch.as_tensor(y).long()
     if x.is_floating_point() and not all_finite(x):
         raise ConfigError("data given to distill() holds NaN or infinite input values; clean them first")
