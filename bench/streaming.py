@@ -73,8 +73,8 @@ def main() -> None:
     body = (
         "## Streaming vs in-memory training data\n\n"
         f"`{command()}` on {today()}, {(time.perf_counter() - t0) / 60:.1f} min; {machine()}. The machine was not "
-        "quiet: a background experiment queue and other sessions shared its 2 cores, so single timings move by "
-        "several per cent.\n\n"
+        "quiet: a background experiment queue and other sessions shared its 2 cores; the same in-memory epoch took "
+        f"{min(base):.1f} to {max(base):.1f} s across repetitions, so read the ratios as rough.\n\n"
         f"Fashion-MNIST, {len(x)} training samples, student {STUDENT.name}{list(STUDENT.params['channels'])} alone "
         f"(`ce`), SGD, batch {BATCH}, {args.epochs} epochs a run, no validation; {args.repeats} repetitions, the "
         "variants' order rotating. Ratio: epoch time over the in-memory one of the same repetition, median. "

@@ -9,9 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import torch
+import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
@@ -70,7 +69,9 @@ def distill(
     place; the teacher is left as it was found (train/eval mode, requires_grad). Without `val` / `test` there
     is no validation / test evaluation and `result.val` / `result.test` are empty (their `.note` says why).
     `run_dir` defaults to a new folder runs/api/<method>-<time>; an existing run folder is never overwritten
-    unless `overwrite=True` (or continued with `resume=True`). `teacher_metrics=False` skips the teacher's
+    unless `overwrite=True` (or continued with `resume=True`); it holds what a CLI run's holds (summary.json,
+    config.yaml with these arguments, student/), and a call that fails before its first checkpoint leaves
+    nothing there. `teacher_metrics=False` skips the teacher's
     forward passes on val/test that the agreement and KL metrics need. `teacher_cache` (a TeacherCacheConfig)
     records the teacher's outputs once (with `epochs` augmented views per sample) and replays them instead of
     running the teacher on every batch.
@@ -96,15 +97,14 @@ def distill(
                               train=train_cfg)
     folder = Path(run_dir or _new_run_dir(method))
     record = RunRecord(f"distill-{method}", method, seed, str(folder),
-                       _arguments(recipe_cfg, method=method, params=params or {}, batch_size=batch_size,
-                                  eval_batch_size=eval_batch_size, augment=augment, teacher_cache=teacher_cache,
-                                  batches=batches, student=student, teacher=teacher),
+                       _arguments(recipe_cfg, method=method, params=params or {}, eval_batch_size=eval_batch_size,
+                                  augment=augment, teacher_cache=teacher_cache, batches=batches, student=student,
+                                  teacher=teacher),
                        _model_name(student), None if teacher is None else _model_name(teacher), built_from(student))
     with _removed_on_failure(folder):
         with assemble_distill(student, teacher, bundle, method=method, params=params or {},
-                              recipe=settings.recipe(recipe_cfg),
-                              batches=batches,
-                              run_dir=folder, eval_batch_size=eval_batch_size,
+                              recipe=settings.recipe(recipe_cfg), batches=batches, run_dir=folder,
+                              eval_batch_size=eval_batch_size,
                               teacher_cache=None if teacher_cache is None else settings.cache(teacher_cache),
                               teacher_metrics=teacher_metrics) as a:
             return train_and_record(a, record, resume, overwrite, t0)[0]
@@ -131,7 +131,7 @@ def _model_name(model: nn.Module) -> str:
     return spec.name if spec is not None else type(model).__name__
 
 
-def _arguments(recipe: RecipeConfig, *, method: str, params: dict[str, Any], batch_size: int, eval_batch_size: int,
+def _arguments(recipe: RecipeConfig, *, method: str, params: dict[str, Any], eval_batch_size: int,
                augment: AugmentConfig | None, teacher_cache: TeacherCacheConfig | None, batches: Batches,
                student: nn.Module, teacher: nn.Module | None) -> str:
     """config.yaml of a distill() run: its arguments (the modules and data described, not stored), under a

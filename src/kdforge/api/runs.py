@@ -65,7 +65,8 @@ class RunRecord:
 
 
 def train_and_record(a: Assembly, record: RunRecord, resume: bool, overwrite: bool, t0: float,
-                     more_test: Callable[[FitResult], dict[str, float]] | None = None) -> tuple[FitResult, dict[str, Any]]:
+                     more_test: Callable[[FitResult], dict[str, float]] | None = None
+                     ) -> tuple[FitResult, dict[str, Any]]:
     """Train the assembled run and write its folder as every run has it: config.yaml (and data_splits.json) once
     the folder is known to be free, then student/ and summary.json; `more_test` adds test metrics after fit."""
     trainer = a.trainer()

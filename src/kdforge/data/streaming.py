@@ -158,7 +158,8 @@ class StreamIterator:
         dataset = self.source.dataset
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(e)
-        loader = self.source.loader(_SeededStream(dataset, seed), seed, batch_size=self.batch_size)  # type: ignore[arg-type]
+        stream = _SeededStream(dataset, seed)  # type: ignore[arg-type]
+        loader = self.source.loader(stream, seed, batch_size=self.batch_size)
         for j, items in zip(range(len(self)), loader):
             if j < start:
                 continue  # read through: an iterable source can only be skipped by reading it
@@ -210,11 +211,12 @@ class StreamedBatches(Batches):
     def loader(self, split: str, seed: int, rank: int = 0, world_size: int = 1) -> BatchIterator:
         if split != "train" or self.stream is None:
             return super().loader(split, seed, rank, world_size)
-        return StreamIterator(self.stream, self.size, stream_seed(seed, split), split, rank,  # type: ignore[return-value]
-                              world_size)
+        stream = StreamIterator(self.stream, self.size, stream_seed(seed, split), split, rank, world_size)
+        return stream  # type: ignore[return-value]  # BatchIterator's contract, for the engine
 
 
-def stream_source(data: Dataset | DataLoader, workers: int = 0) -> tuple[StreamSource, int | None]:  # type: ignore[type-arg]
+def stream_source(data: Dataset | DataLoader,  # type: ignore[type-arg]
+                  workers: int = 0) -> tuple[StreamSource, int | None]:
     """The source a Dataset, an IterableDataset or a DataLoader describes, and the DataLoader's batch size (None
     for a dataset). A DataLoader gives its dataset, workers, collate function and pinning; its sampler is not
     used: the run's seeded order replaces it, so runs reproduce and resume. An IterableDataset without `len`
