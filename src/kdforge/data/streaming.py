@@ -8,6 +8,7 @@ sample, in workers if asked) or an `IterableDataset` with the same contract as t
             seeded by (epoch seed, sample), so they depend neither on the workers nor on what ran before;
             draws from Python's `random` or NumPy inside a transform are not reseeded. An IterableDataset keeps its
             own order (`set_epoch(e)` is called when it has one); its k-th sample's draws are seeded the same way.
+            With workers it must split itself among them (`get_worker_info`), as with any DataLoader.
   resume    `epoch(e, start)` yields exactly what an epoch read from its beginning yields from batch `start` on
             (a map-style source loads none of the skipped samples; an iterable one reads through them).
   sharding  every process forms the same global batch and keeps its contiguous share of the rows (sizes differ
