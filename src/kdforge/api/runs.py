@@ -21,9 +21,9 @@ from kdforge.data import DataBundle
 from kdforge.engine import FitResult, evaluate, resolve_device
 from kdforge.engine.metrics import corruption_metrics
 from kdforge.errors import CacheError, ConfigError
+from kdforge.fileio import atomic_write_text, write_tensors
 from kdforge.models import ModelSpec
 from kdforge.models.io import WEIGHTS
-from kdforge.fileio import atomic_write_text, write_tensors
 from kdforge.teachers.cache import TeacherCache
 from kdforge.teachers.cache.store import size_text
 from kdforge.teachers.logits import TeacherLogits
