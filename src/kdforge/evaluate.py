@@ -15,6 +15,9 @@ def evaluate_saved(path: str | Path, data: str, root: str | None = None, split: 
     path = Path(path)
     if not (path / "model.json").exists() and (path / "student" / "model.json").exists():
         path = path / "student"
+    elif (path / "student" / "model.safetensors").exists() and not (path / "model.json").exists():
+        raise CheckpointError(f"{path}/student holds only the weights of your own module (distill() on a model no "
+                              "registered builder made); load them into it with safetensors.torch.load_file")
     model, _, spec, _ = models.load_model_with_info(path)
     bundle = build_data(DataConfig(name=data, root=root))
     if spec.input_shape != bundle.spec.input_shape or spec.num_classes != bundle.spec.num_classes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -265,8 +265,8 @@ def assemble_distill(student: nn.Module, teacher: nn.Module | None, bundle: Data
     extra = (teacher_agreement(TeacherLogits(), "teacher", teacher, bundle, eval_batch_size, runtime.device)
              if teacher is not None and teacher_metrics else None)
     return Assembly(runtime=runtime, bundle=bundle, student=student, method=built, teacher=teacher, source=source,
-                    batches=Batches(bundle, batches.size, batches.augment,
-                                    None if cache is None else RecordedViews(cache, teacher_cache.after)),
+                    batches=batches if cache is None else replace(batches,
+                                                                  views=RecordedViews(cache, teacher_cache.after)),
                     recipe=recipe, run_dir=run_dir,
                     label=method, eval_batch_size=eval_batch_size, extra_metrics=extra, cache=cache)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from torch import nn
 import kdforge.models as models
 from kdforge import __version__
 from kdforge.api import settings
-from kdforge.api.assembly import assemble, build_data, prepare_teacher, run_lock
+from kdforge.api.assembly import Assembly, assemble, build_data, prepare_teacher, run_lock
 from kdforge.api.teachers import teacher_dir
 from kdforge.config.load import dump_config
 from kdforge.config.schema import ExperimentConfig
@@ -19,7 +21,9 @@ from kdforge.data import DataBundle
 from kdforge.engine import FitResult, evaluate, resolve_device
 from kdforge.engine.metrics import corruption_metrics
 from kdforge.errors import CacheError, ConfigError
-from kdforge.fileio import atomic_write_text
+from kdforge.fileio import atomic_write_text, write_tensors
+from kdforge.models import ModelSpec
+from kdforge.models.io import WEIGHTS
 from kdforge.teachers.cache import TeacherCache
 from kdforge.teachers.cache.store import size_text
 from kdforge.teachers.logits import TeacherLogits
@@ -35,22 +39,59 @@ def run(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, bu
     """
     t0 = time.perf_counter()
     with assemble(cfg, bundle=bundle, teacher=teacher, teacher_logits=teacher_logits) as a:
-        trainer = a.trainer()
-        with run_lock(a.run_dir, a.runtime):
-            trainer.prepare(resume, overwrite)  # refuses a folder holding another run before anything is written
-            if a.runtime.is_main:
-                _write_run_files(a.run_dir, cfg, a.bundle)
-            result = trainer.fit()
-            if a.bundle.test is not None:  # robustness: top1@<corruption> beside the clean test metrics
-                result.test.update(corruption_metrics(a.method.eval_model(), a.bundle.test,
-                                                      cfg.data.eval_corruptions, cfg.data.eval_batch_size,
-                                                      a.runtime.device))
-            summary = _summary(cfg, result, a.student, a.teacher, time.perf_counter() - t0)
-            if a.runtime.is_main:
-                models.save_model(a.run_dir / "student", a.student, settings.model(cfg.student), a.bundle.spec,
-                                  extra={"test": dict(result.test)})
-                atomic_write_text(a.run_dir / "summary.json", json.dumps(summary, indent=2))
-    return summary
+        def robustness(result: FitResult) -> dict[str, float]:  # top1@<corruption> beside the clean test metrics
+            return corruption_metrics(a.method.eval_model(), a.bundle.test, cfg.data.eval_corruptions,
+                                      cfg.data.eval_batch_size, a.runtime.device) if a.bundle.test is not None else {}
+
+        record = RunRecord(cfg.name, cfg.method.name, cfg.seed, cfg.run_dir, dump_config(cfg), cfg.student.name,
+                           None if cfg.teacher is None else cfg.teacher.model.name, settings.model(cfg.student))
+        return train_and_record(a, record, resume, overwrite, t0, robustness)[1]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run folder says about its run besides the metrics, from a config (`run`) or from `distill()`'s
+    arguments: `config_text` becomes config.yaml; `student_spec` lets `student/` be a folder `load_model`
+    rebuilds (None for a caller's own module: then `student/` holds its weights only)."""
+
+    name: str
+    method: str
+    seed: int
+    run_dir: str
+    config_text: str
+    student_model: str
+    teacher_model: str | None
+    student_spec: ModelSpec | None
+
+
+def train_and_record(a: Assembly, record: RunRecord, resume: bool, overwrite: bool, t0: float,
+                     more_test: Callable[[FitResult], dict[str, float]] | None = None
+                     ) -> tuple[FitResult, dict[str, Any]]:
+    """Train the assembled run and write its folder as every run has it: config.yaml (and data_splits.json) once
+    the folder is known to be free, then student/ and summary.json; `more_test` adds test metrics after fit."""
+    trainer = a.trainer()
+    with run_lock(a.run_dir, a.runtime):
+        trainer.prepare(resume, overwrite)  # refuses a folder holding another run before anything is written
+        if a.runtime.is_main:
+            _write_run_files(a.run_dir, record.config_text, a.bundle)
+        result = trainer.fit()
+        if more_test is not None:
+            result.test.update(more_test(result))
+        summary = _summary(record, result, a.student, a.teacher, time.perf_counter() - t0)
+        if a.runtime.is_main:
+            _save_student(a, record.student_spec, result)
+            atomic_write_text(a.run_dir / "summary.json", json.dumps(summary, indent=2))
+    return result, summary
+
+
+def _save_student(a: Assembly, spec: ModelSpec | None, result: FitResult) -> None:
+    """student/ as a loadable model folder, or, for a module no registered builder made, its weights alone (the
+    caller's class is needed to rebuild it: `kdforge eval` says so)."""
+    if spec is not None:
+        models.save_model(a.run_dir / "student", a.student, spec, a.bundle.spec, extra={"test": dict(result.test)})
+        return
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in a.student.state_dict().items()}
+    write_tensors(a.run_dir / "student" / WEIGHTS, state)
 
 
 def build_teacher_cache(cfg: ExperimentConfig, rebuild: bool = False, bundle: DataBundle | None = None) -> TeacherCache:
@@ -106,21 +147,21 @@ def _describe(cache: TeacherCache) -> str:
     ])
 
 
-def _write_run_files(run_dir: Path, cfg: ExperimentConfig, bundle: DataBundle) -> None:
+def _write_run_files(run_dir: Path, config_text: str, bundle: DataBundle) -> None:
     """The config as run and, when the data was cut by seed (a label budget), how: enough to reproduce it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    atomic_write_text(run_dir / "config.yaml", config_text)
     if bundle.splits:
         atomic_write_text(run_dir / "data_splits.json", json.dumps(bundle.splits))
 
 
-def _summary(cfg: ExperimentConfig, result: FitResult, student: nn.Module, teacher: nn.Module | None,
+def _summary(record: RunRecord, result: FitResult, student: nn.Module, teacher: nn.Module | None,
              wall: float) -> dict[str, Any]:
     return {
-        "name": cfg.name, "method": cfg.method.name, "seed": cfg.seed, "run_dir": cfg.run_dir,
+        "name": record.name, "method": record.method, "seed": record.seed, "run_dir": record.run_dir,
         "kdforge_version": __version__,
-        "student": {"model": cfg.student.name, "params": count_params(student)},
-        "teacher": None if teacher is None else {"model": cfg.teacher.model.name, "params": count_params(teacher)},
+        "student": {"model": record.student_model, "params": count_params(student)},
+        "teacher": None if teacher is None else {"model": record.teacher_model, "params": count_params(teacher)},
         "epochs": result.epochs, "steps": result.steps, "resumed_from_epoch": result.resumed_from,
         "val": result.val, "test": result.test,
         "train_time_s": result.wall_time_s, "wall_time_s": wall,

@@ -12,10 +12,10 @@ from kdforge.models import (  # noqa: F401  (registers the builders)
     vgg,
     wrn,
 )
-from kdforge.models.build import ModelSpec, build, check
+from kdforge.models.build import ModelSpec, build, built_from, check
 from kdforge.models.infodrop import InfoDropLayer, InfoDropSettings
 from kdforge.models.io import load_model, load_model_with_info, save_model
 from kdforge.registry import MODELS
 
-__all__ = ["MODELS", "InfoDropLayer", "InfoDropSettings", "ModelSpec", "build", "check", "load_model",
+__all__ = ["MODELS", "InfoDropLayer", "InfoDropSettings", "ModelSpec", "build", "built_from", "check", "load_model",
            "load_model_with_info", "save_model"]

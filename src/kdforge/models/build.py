@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from torch import nn
 
@@ -12,6 +13,11 @@ from kdforge.errors import ConfigError
 from kdforge.models.infodrop import InfoDropSettings
 from kdforge.options import signature_model, validate_options
 from kdforge.registry import MODELS
+
+
+#: the spec each model `build` made was built from: a run of `kdforge.distill` on such a model can save it as a
+#: folder `load_model` rebuilds (a caller's own module has none); weak, so models are not kept alive by it
+_BUILT: "WeakKeyDictionary[nn.Module, ModelSpec]" = WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -64,4 +70,10 @@ def build(cfg: ModelSpec, spec: DataSpec, key_path: str = "model") -> nn.Module:
             attach(model, cfg.infodrop)
         except ConfigError as e:
             raise ConfigError(f"{key_path}.{str(e).removeprefix('model.')}") from None
+    _BUILT[model] = cfg
     return model
+
+
+def built_from(model: nn.Module) -> ModelSpec | None:
+    """The spec `build` made `model` from; None for a module built any other way (a caller's own class)."""
+    return _BUILT.get(model)
