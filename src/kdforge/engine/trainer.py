@@ -39,6 +39,7 @@ class Trainer:
     `batches` says how every split is batched (size, augmentation, recorded views); `extra_metrics` adds metrics to
     every evaluation (the API passes agreement with the teacher). Only the runtime's main process writes files.
     `tensorboard` and the progress bar (`recipe.train.progress`) can be turned off; neither changes the numbers.
+    `recipe.train.precision` and `accumulate` are carried out by `engine.stepping.Stepping`.
     """
 
     def __init__(
