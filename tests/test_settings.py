@@ -74,5 +74,5 @@ def test_model_and_method_specs_keep_the_saved_format():
 def test_settings_refuse_unknown_optimizer_and_schedule_names_in_one_line():
     with pytest.raises(ConfigError, match=r"^optim\.name: 'adm' is not one of sgd, adam, adamw$"):
         OptimSettings(name="adm")
-    with pytest.raises(ConfigError, match=r"^schedule\.name: 'linear' is not one of"):
-        ScheduleSettings(name="linear")
+    with pytest.raises(ConfigError, match=r"^schedule\.name: 'exponential' is not one of"):
+        ScheduleSettings(name="exponential")

@@ -98,8 +98,8 @@ def test_python_construction_errors_are_one_line_config_errors():
     with pytest.raises(ConfigError, match=r"^optim\.name: Input should be 'sgd', 'adam' or 'adamw' \(got 'adm'\)$"):
         OptimConfig(name="adm")
     with pytest.raises(ConfigError, match=r"^schedule\.name: Input should be .*'onecycle'"):
-        ScheduleConfig(name="linear")
-    with pytest.raises(ConfigError, match=r"schedule: warmup_epochs does not combine with onecycle"):
+        ScheduleConfig(name="exponential")
+    with pytest.raises(ConfigError, match=r"schedule: warmup_epochs and warmup_steps do not combine with onecycle"):
         ScheduleConfig(name="onecycle", warmup_epochs=1)
     with pytest.raises(ConfigError, match=r"^optim\.lr: Input should be a finite number"):
         OptimConfig(lr=float("inf"))
@@ -119,7 +119,7 @@ def test_unknown_key_from_python_lists_the_allowed_ones():
     from kdforge.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^optim\.lrr: unknown key; allowed: betas, lr, momentum, name, nesterov, "
-                                          r"weight_decay$"):
+                                          r"no_decay_norm_bias, weight_decay$"):
         OptimConfig(lrr=0.1)
     with pytest.raises(ConfigError, match=r"optim\.betas\.0: Input should be less than 1"):
         OptimConfig(betas=(1.5, 0.9))

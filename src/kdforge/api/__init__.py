@@ -7,10 +7,12 @@ from kdforge.api.assembly import (
 from kdforge.api.distill import as_split, distill
 from kdforge.api.names import check_names, load_config, parse_config
 from kdforge.api.runs import build_teacher_cache, cache_info, count_params, ensure_teacher, run
-from kdforge.api.teachers import NO_EFFECT_ON_WEIGHTS, teacher_agreement, teacher_dir, teacher_logits_dir
+from kdforge.api.teachers import (
+    NO_EFFECT_ON_WEIGHTS, teacher_agreement, teacher_dir, teacher_logits_dir, without_later_defaults,
+)
 from kdforge.teachers.logits import TeacherLogits
 
 __all__ = ["NO_EFFECT_ON_WEIGHTS", "Assembly", "TeacherLogits", "as_split", "assemble", "assemble_distill",
            "assemble_teacher", "build_data", "build_model", "build_teacher_cache", "cache_info", "cache_request", "check_method", "check_names", "count_params",
            "distill", "ensure_teacher", "load_config", "parse_config", "prepare_teacher", "run", "run_lock", "teacher_agreement",
-           "teacher_dir", "teacher_logits_dir", "train_teacher"]
+           "teacher_dir", "teacher_logits_dir", "train_teacher", "without_later_defaults"]

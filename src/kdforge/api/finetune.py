@@ -37,6 +37,8 @@ def finetune_phase(model: nn.Module, trainer: Trainer, key: str) -> None:
     if not drops or drops[0].cfg.finetune_epochs == 0:
         return
     cfg, plan = drops[0].cfg, trainer.plan
+    if plan.accumulate > 1:  # its phase boundary and compressed schedule count one optimizer step per batch
+        raise ConfigError(f"{key}.finetune_epochs does not combine with train.accumulate > 1; set one of them off")
     first = plan.epochs - cfg.finetune_epochs
     assert first >= 1, "build the Trainer with finetune_recipe(recipe, model.infodrop)"
     s1, s2 = first * plan.steps_per_epoch, cfg.finetune_epochs * plan.steps_per_epoch

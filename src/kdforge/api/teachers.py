@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,19 @@ def teacher_agreement(store: TeacherLogits, key: str, teacher: nn.Module, bundle
 # Training settings that change what is shown or written, never the weights: not part of a teacher's identity.
 NO_EFFECT_ON_WEIGHTS = frozenset({"progress", "tensorboard", "log_every", "eval_every", "checkpoint_every",
                                   "checkpoint_steps", "eval_test"})
+# Recipe keys added later, left out of the key at their defaults (which train as before they existed), so that
+# earlier teachers keep their folders.
+LATER_KEYS = {("train", "precision"): "fp32", ("train", "accumulate"): 1, ("optim", "no_decay_norm_bias"): False,
+              ("schedule", "warmup_steps"): 0}
+
+
+def without_later_defaults(recipe: dict[str, Any]) -> dict[str, Any]:
+    """`recipe` (a dumped recipe, or experiment: its optim, schedule and train sections) without the keys of
+    LATER_KEYS that hold their defaults, in place: the fingerprints of teachers and of `reproduce`'s records."""
+    for (section, key), default in LATER_KEYS.items():
+        if section in recipe and recipe[section].get(key, default) == default:
+            recipe[section].pop(key, None)
+    return recipe
 
 
 def teacher_dir(cfg: ExperimentConfig) -> Path:
@@ -43,6 +57,7 @@ def teacher_dir(cfg: ExperimentConfig) -> Path:
         return Path(cfg.teacher.checkpoint)
     recipe = cfg.teacher.recipe.model_dump(mode="json")
     recipe["train"] = {k: v for k, v in recipe["train"].items() if k not in NO_EFFECT_ON_WEIGHTS}
+    without_later_defaults(recipe)
     data = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in ("eval_batch_size",
                                                                                    "eval_corruptions")}
     model = cfg.teacher.model.model_dump(mode="json")

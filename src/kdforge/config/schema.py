@@ -126,19 +126,27 @@ class OptimConfig(StrictModel):
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0)
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    no_decay_norm_bias: bool = Field(False, description=(
+        "weight decay 0 on normalisation layers' weights and biases (BatchNorm, LayerNorm, GroupNorm, any *Norm "
+        "class) and on every bias; the rest decays by weight_decay (two param groups, the BERT/timm recipe)"))
 
 
 class ScheduleConfig(StrictModel):
     """Per-step learning-rate schedule, defined in epochs. `onecycle` is OneCycleLR's policy (Smith & Topin 2018):
     cosine from lr/div_factor up to lr over the first pct_start of all steps, then cosine down to
-    lr/(div_factor*final_div_factor); momentum is not cycled."""
+    lr/(div_factor*final_div_factor); momentum is not cycled. `linear` is the usual transformer schedule: the
+    warm-up, then lr falls linearly to min_lr at the end of the last step (Hugging Face's
+    get_linear_schedule_with_warmup, whose warm-up starts at 0 rather than lr / W)."""
 
     section: ClassVar[str] = "schedule"
-    name: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "cosine"
+    name: Literal["constant", "step", "multistep", "cosine", "onecycle", "linear"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0, description=(
         "linear warm-up, in epochs (fractions allowed, counted in steps): over its W = warmup_epochs * steps_per_epoch"
         " steps the lr is lr * (step + 1) / W, so it starts at lr / W and reaches lr; then the schedule runs, cosine "
         "measured from the end of the warm-up, step/multistep from epoch 0. Not with onecycle, which warms up itself"))
+    warmup_steps: int = Field(0, ge=0, description=(
+        "the same linear warm-up counted in optimizer steps (W = warmup_steps), instead of warmup_epochs; 0 = use "
+        "warmup_epochs"))
     pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: share of all steps spent rising to lr")
     div_factor: float = Field(25.0, gt=0, description="onecycle: the lr starts at lr / div_factor")
     final_div_factor: float = Field(1e4, gt=0, description="onecycle: the lr ends at lr / (div_factor * this)")
@@ -149,9 +157,11 @@ class ScheduleConfig(StrictModel):
 
     @model_validator(mode="after")
     def _onecycle_warms_up_itself(self) -> "ScheduleConfig":
-        if self.name == "onecycle" and self.warmup_epochs > 0:
-            raise ValueError("warmup_epochs does not combine with onecycle, which has its own warm-up (pct_start); "
-                             "set warmup_epochs: 0")
+        if self.name == "onecycle" and (self.warmup_epochs > 0 or self.warmup_steps > 0):
+            raise ValueError("warmup_epochs and warmup_steps do not combine with onecycle, which has its own warm-up "
+                             "(pct_start); set them to 0")
+        if self.warmup_epochs > 0 and self.warmup_steps > 0:
+            raise ValueError("give the warm-up once: warmup_epochs or warmup_steps, not both")
         return self
 
 
@@ -160,6 +170,15 @@ class TrainConfig(StrictModel):
     epochs: int = Field(10, gt=0, le=1_000_000, description="number of epochs (at most a million: larger is a typo)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0, description="max global grad norm; None = off")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description=(
+        "fp32 (default); bf16: the forward pass under torch.autocast (CPU and CUDA), weights, gradients and optimizer"
+        " in fp32; fp16: autocast with a GradScaler (dynamic loss scaling), CUDA only. The temperature softmaxes of"
+        " the KD losses always run in fp32. Evaluation runs in fp32"))
+    accumulate: int = Field(1, ge=1, le=4096, description=(
+        "gradient accumulation: one optimizer step per N micro-batches of data.batch_size (effective batch N * "
+        "batch_size, each micro-batch's loss weighted by its share of the samples); exact against the larger batch "
+        "for per-sample losses (ce, kd, ...), not for BatchNorm or per-batch statistics (crd, rkd, sp, ...); "
+        "schedules count optimizer steps; refused by methods that own their step (dfa, l2t_dln, prokt)"))
     # Defaults from bench/run_overhead.py (docs/benchmarks.md): of the per-epoch extras only validation costs
     # enough to matter; checkpoints, TensorBoard, JSONL and the progress bar together stay well under 1 % of a run.
     eval_every: int = Field(5, gt=0, description=(

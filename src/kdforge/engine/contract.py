@@ -22,6 +22,7 @@ from kdforge.data.loader import Batches, BatchIterator
 from kdforge.data.types import Batch, DataBundle
 from kdforge.engine.runtime import Runtime
 from kdforge.engine.settings import Recipe
+from kdforge.engine.stepping import Stepping
 from kdforge.fileio import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
@@ -40,10 +41,16 @@ class Optimization:
         for group in self.optimizer.param_groups:
             yield from group["params"]
 
-    def step(self) -> None:
+    def step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+        """Clip, step, advance the schedule; under fp16 through `scaler` (gradients unscaled before clipping)."""
+        if scaler is not None and self.grad_clip is not None:
+            scaler.unscale_(self.optimizer)
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(list(self.parameters()), self.grad_clip)
-        self.optimizer.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
         if self.scheduler is not None:
             self.scheduler.step()
 
@@ -54,15 +61,22 @@ class Optimization:
 
 @dataclass(frozen=True)
 class Plan:
-    """How long the run is: what `configure_optimizers` needs to build per-step schedules."""
+    """How long the run is: what `configure_optimizers` needs to build per-step schedules. `steps_per_epoch` counts
+    training batches (`ctx.step` does too); with gradient accumulation over `accumulate` of them the optimizers
+    step `optimizer_steps_per_epoch` times an epoch, which is what schedules count."""
 
     recipe: Recipe
     epochs: int
     steps_per_epoch: int
+    accumulate: int = 1
 
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+    @property
+    def optimizer_steps_per_epoch(self) -> int:
+        return -(-self.steps_per_epoch // self.accumulate)
 
 
 @dataclass
@@ -93,6 +107,7 @@ class StepContext:
     # This process's share of the global batch times the number of processes (1.0 with equal shares): gradients
     # are averaged with these weights, so N processes step exactly as one process on the whole batch would.
     grad_weight: float = 1.0
+    stepping: Stepping = field(default_factory=Stepping)  # precision and gradient accumulation (engine/stepping)
     _loaders: dict[str, BatchIterator] = field(default_factory=dict, repr=False)
     streams: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (pass, next batch); checkpointed
     _iters: dict[str, Iterator[Batch]] = field(default_factory=dict, repr=False)
@@ -126,15 +141,19 @@ class StepContext:
         """Zero the named optimizers' gradients (all by default), backpropagate `loss`, average the gradients over
         processes (under torchrun), clip, step each one and its schedule. Methods with several optimizers call
         this once per phase with the phase's names; a method that steps by itself calls
-        `runtime.average_gradients` the same way."""
+        `runtime.average_gradients` the same way. Under gradient accumulation (`stepping`) the gradients are
+        zeroed at a group's first micro-batch only and the rest happens at its last."""
         chosen = [self.optimizers[n] for n in (names if names is not None else self.optimizers)]
-        for opt in chosen:
-            opt.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.stepping.first:
+            for opt in chosen:
+                opt.optimizer.zero_grad(set_to_none=True)
+        self.stepping.backward(loss)
+        if not self.stepping.last:
+            return
         if self.runtime.distributed:
-            self.runtime.average_gradients([p for opt in chosen for p in opt.parameters()], self.grad_weight)
-        for opt in chosen:
-            opt.step()
+            self.runtime.average_gradients([p for opt in chosen for p in opt.parameters()],
+                                           self.stepping.reduce_weight(self.grad_weight))
+        self.stepping.step(chosen)
 
     def loader(self, split: str) -> BatchIterator:
         """Batches of another split (e.g. `unlabeled`) with the run's batch size, augmentation and seed; its

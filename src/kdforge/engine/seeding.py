@@ -37,3 +37,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_for_rank(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """This process's saved RNG state; None when the checkpoint came from fewer processes (then re-seed)."""
+    if rank == 0:
+        return state["rng"]
+    others = state.get("rng_ranks", [])
+    return others[rank - 1] if rank - 1 < len(others) else None

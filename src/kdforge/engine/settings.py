@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 from kdforge.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle", "linear")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _one_of(kind: str, name: str, allowed: tuple[str, ...]) -> None:
@@ -20,7 +21,8 @@ def _one_of(kind: str, name: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class OptimSettings:
-    """`sgd` (momentum, nesterov, L2 weight decay), `adam` (L2 added to the gradient) or `adamw` (decoupled)."""
+    """`sgd` (momentum, nesterov, L2 weight decay), `adam` (L2 added to the gradient) or `adamw` (decoupled);
+    `no_decay_norm_bias`: weight decay 0 on normalisation layers' weights and on every bias (two param groups)."""
 
     name: str = "sgd"
     lr: float = 0.05
@@ -28,6 +30,7 @@ class OptimSettings:
     nesterov: bool = False
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
+    no_decay_norm_bias: bool = False
 
     def __post_init__(self) -> None:
         _one_of("optim", self.name, OPTIMIZERS)
@@ -39,6 +42,7 @@ class ScheduleSettings:
 
     name: str = "cosine"
     warmup_epochs: float = 0.0
+    warmup_steps: int = 0
     pct_start: float = 0.3
     div_factor: float = 25.0
     final_div_factor: float = 1e4
@@ -54,12 +58,14 @@ class ScheduleSettings:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """The loop: epochs, clipping, and how often it validates, logs and checkpoints (none of which changes the
-    numbers), where it runs, and what it shows."""
+    """The loop: epochs, clipping, precision and gradient accumulation, how often it validates, logs and
+    checkpoints (none of which changes the numbers), where it runs, and what it shows."""
 
     epochs: int = 10
     label_smoothing: float = 0.0
     grad_clip: float | None = None
+    precision: str = "fp32"
+    accumulate: int = 1
     eval_every: int = 5
     log_every: int = 50
     checkpoint_every: int = 1
@@ -69,6 +75,12 @@ class LoopSettings:
     sync_batchnorm: bool = False
     progress: bool = True
     tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.accumulate < 1:
+            raise ConfigError(f"train.accumulate: {self.accumulate} must be at least 1 (micro-batches per step)")
 
 
 @dataclass(frozen=True)

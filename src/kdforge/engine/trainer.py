@@ -22,12 +22,14 @@ from kdforge.data.seeds import hash_seed
 from kdforge.data.types import Split
 from kdforge.engine.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from kdforge.engine.contract import Plan, StepContext, TrainMethod
+from kdforge.engine.epoch_sums import NEVER, add_to, epoch_means, fresh_sums, total_loss
 from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.metrics import evaluate
 from kdforge.engine.result import EpochCallback, ExtraMetrics, FitResult, Metrics
 from kdforge.engine.runtime import Runtime
-from kdforge.engine.seeding import rng_state, seed_everything, set_rng_state
+from kdforge.engine.seeding import rng_for_rank, rng_state, seed_everything, set_rng_state
 from kdforge.engine.settings import Recipe
+from kdforge.engine.stepping import Stepping
 from kdforge.engine.syncbn import SyncState, enable_sync_batchnorm
 from kdforge.errors import CheckpointError, ConfigError, TrainingDiverged
 
@@ -37,6 +39,7 @@ class Trainer:
     `batches` says how every split is batched (size, augmentation, recorded views); `extra_metrics` adds metrics to
     every evaluation (the API passes agreement with the teacher). Only the runtime's main process writes files.
     `tensorboard` and the progress bar (`recipe.train.progress`) can be turned off; neither changes the numbers.
+    `recipe.train.precision` and `accumulate` are carried out by `engine.stepping.Stepping`.
     """
 
     def __init__(
@@ -67,11 +70,15 @@ class Trainer:
         self.loader = batches.loader("train", recipe.seed, rt.rank, rt.world_size)
         if len(self.loader) == 0:
             raise ConfigError(f"data.batch_size={batches.size} leaves no batch of {len(data.train)} training samples")
+        self.stepping = Stepping(self.cfg.precision, self.cfg.accumulate, rt.device)
+        if self.cfg.accumulate > 1 and not getattr(method, "accumulates", True):
+            raise ConfigError(f"train.accumulate: {type(method).__name__} owns its training step (several phases or "
+                              "its own gradient reduction) and cannot accumulate gradients; set it to 1")
         self.method.to(self.runtime.device)
-        self.plan = Plan(recipe, self.cfg.epochs, len(self.loader))
+        self.plan = Plan(recipe, self.cfg.epochs, len(self.loader), self.cfg.accumulate)
         self.optimizers = method.configure_optimizers(self.plan)
         self.ctx = StepContext(plan=self.plan, batches=batches, runtime=self.runtime, optimizers=self.optimizers,
-                               run_dir=self.run_dir)
+                               run_dir=self.run_dir, stepping=self.stepping)
         rt.broadcast_(self.method.trainable().state_dict().values())  # as DDP does: every process starts alike
         self._sync = SyncState(rt)
         if self.cfg.sync_batchnorm and rt.distributed:
@@ -142,7 +149,7 @@ class Trainer:
         ctx, method = self.ctx, self.method
         ctx.epoch = epoch
         method.train()
-        acc = acc or _fresh_acc(self.runtime.device)
+        acc = acc or fresh_sums(self.runtime.device)
         if start_batch == 0:
             method.on_epoch_start(ctx)
         sums, counts, loss_names = acc["sums"], acc["counts"], acc["loss_names"]
@@ -151,60 +158,51 @@ class Trainer:
         # accelerator a read would wait for the step, so the first bad step is kept on the device and read only
         # where the loop reads the device anyway (a logged step, a checkpoint, the end of the epoch).
         deferred, first_bad, first = self.defer_finite_check, None, (start_batch, step)
+        save_due = False  # a mid-epoch checkpoint is due, taken at the next optimizer step (engine/stepping.py)
         for i, batch in enumerate(self.loader.epoch(epoch, start=start_batch), start=start_batch):
             ctx.step, ctx.batch_index = step, i
             ctx.grad_weight = len(batch) * self.runtime.world_size / self._global_batch(i)
             self._sync.grad_weight = ctx.grad_weight
+            self.stepping.begin(i, len(self.loader), self._global_batch, len(batch), self.runtime.world_size)
             batch = batch.to(self.runtime.device)
-            out = method.training_step(batch, ctx)
-            loss = _total(out.terms)
+            with self.stepping.autocast():
+                out = method.training_step(batch, ctx)
+            loss = total_loss(out.terms)
             if deferred:
-                bad = torch.where(torch.isfinite(loss.detach()), _NEVER, step)
+                bad = torch.where(torch.isfinite(loss.detach()), NEVER, step)
                 first_bad = bad if first_bad is None else torch.minimum(first_bad, bad)
             elif not torch.isfinite(loss):
                 raise TrainingDiverged(self._diverged_message(out.terms, epoch, i, step))
             step += 1
             loss_names.update(dict.fromkeys(out.terms))
             for name, value in (*out.terms.items(), *out.metrics.items()):
-                _accumulate(sums, name, value.detach())
+                add_to(sums, name, value.detach())
                 counts[name] = counts.get(name, 0) + 1
             if out.logits is not None and batch.y is not None:
                 acc["correct"] += out.logits.detach().argmax(-1).eq(batch.y).sum()
                 acc["labeled"] += batch.y.shape[0]
             advance()
             log_now = logger is not None and step % self.cfg.log_every == 0
-            save_now = every is not None and step % every == 0 and i + 1 < self.plan.steps_per_epoch
+            save_due = save_due or (every is not None and step % every == 0)
+            save_now = save_due and self.stepping.last and i + 1 < self.plan.steps_per_epoch
             if deferred and (log_now or save_now):
                 self._raise_if_diverged(first_bad, first, out.terms, epoch)
             if log_now:
                 logger.log("step", step, epoch=epoch, loss=float(loss.detach()), lr=self._lr(),
                            **{k: float(v.detach()) for k, v in out.terms.items()})
             if save_now:
+                save_due = False
                 self._save(epoch, step, batch=i + 1, acc=acc)
         if deferred and first_bad is not None:
             self._raise_if_diverged(first_bad, first, out.terms, epoch)
         method.on_epoch_end(ctx)
         self._sync_buffers()
-        record: dict[str, Any] = {"epoch": epoch, **self._epoch_means(sums, counts, loss_names)}
+        record: dict[str, Any] = {"epoch": epoch, **epoch_means(self.runtime, sums, counts, loss_names)}
         hits = self.runtime.all_reduce(torch.stack([acc["correct"], acc["labeled"]]))
         if int(hits[1]):
             record["train_top1"] = int(hits[0]) / int(hits[1])
         record["lr"] = self._lr()
         return record, step
-
-    def _epoch_means(self, sums: dict[str, Tensor], counts: dict[str, int],
-                     loss_names: dict[str, None]) -> dict[str, float]:
-        """Each value's mean over the steps (of every process) that reported it; `loss` is the sum of the loss
-        terms' means."""
-        names = list(sums)
-        if not names:
-            return {"loss": 0.0}
-        dev = self.runtime.device  # the sums live where the losses were computed; the counts join them there
-        stacked = [torch.as_tensor(sums[n], dtype=torch.float64, device=dev) for n in names]
-        stacked += [torch.tensor(float(counts[n]), dtype=torch.float64, device=dev) for n in names]
-        total = self.runtime.all_reduce(torch.stack(stacked))
-        means = {n: float(total[j]) / float(total[len(names) + j]) for j, n in enumerate(names)}
-        return {"loss": sum(means[n] for n in loss_names), **means}
 
     def _global_batch(self, i: int) -> int:
         """Samples in batch `i` over all processes."""
@@ -221,11 +219,11 @@ class Trainer:
     def _raise_if_diverged(self, first_bad: Tensor | None, first: tuple[int, int], terms: dict[str, Tensor],
                            epoch: int) -> None:
         """TrainingDiverged naming the first step of this epoch whose loss was not finite, if there was one
-        (`first_bad`: that step on the device, or _NEVER; `first`: the epoch's first batch and global step here)."""
+        (`first_bad`: that step on the device, or NEVER; `first`: the epoch's first batch and global step here)."""
         if first_bad is None:
             return
         bad = int(first_bad)
-        if bad != _NEVER:
+        if bad != NEVER:
             raise TrainingDiverged(self._diverged_message(terms, epoch, first[0] + bad - first[1], bad, latest=True))
 
     def _diverged_message(self, terms: dict[str, Tensor], epoch: int, i: int, step: int, latest: bool = False) -> str:
@@ -283,6 +281,8 @@ class Trainer:
                                     if o.scheduler is not None}}
             if acc is not None:
                 state["epoch_acc"] = {**acc, "loss_names": list(acc["loss_names"])}
+            if self.stepping.state_dict():
+                state["stepping"] = self.stepping.state_dict()
             try:
                 save_checkpoint(self.ckpt_dir, checkpoint_name(epoch, batch), self.method.trainable(), state)
             except OSError as e:  # disk full, quota, permissions: say so in one line, keep what was there
@@ -293,7 +293,7 @@ class Trainer:
         self.runtime.barrier()
 
     def _restore_rng(self, state: dict[str, Any]) -> None:
-        saved = _rng_for_rank(state, self.runtime.rank)
+        saved = rng_for_rank(state, self.runtime.rank)
         if saved is not None:
             set_rng_state(saved)
         else:
@@ -311,6 +311,7 @@ class Trainer:
                 if opt.scheduler is not None:
                     opt.scheduler.load_state_dict(ckpt.state["schedulers"][name])
             self.method.load_extra_state(ckpt.state.get("method", {}))
+            self.stepping.load_state_dict(ckpt.state.get("stepping", {}))
             self.ctx.restore_streams(ckpt.state.get("streams", {}))
             self._restore_rng(ckpt.state)
             epoch, step, batch = int(ckpt.state["epoch"]), int(ckpt.state["step"]), ckpt.state.get("batch")
@@ -323,39 +324,6 @@ class Trainer:
             return epoch + 1, 0, step, epoch, None
         acc = {**acc, "loss_names": dict.fromkeys(acc["loss_names"])}
         return epoch, int(batch), step, epoch, acc
-
-
-def _rng_for_rank(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
-    """This process's saved RNG state; None when the checkpoint came from fewer processes (then re-seed)."""
-    if rank == 0:
-        return state["rng"]
-    others = state.get("rng_ranks", [])
-    return others[rank - 1] if rank - 1 < len(others) else None
-
-
-def _fresh_acc(device: torch.device) -> dict[str, Any]:
-    """An epoch's running sums: per-name loss/metric sums and step counts, loss-term names, train hits."""
-    return {"sums": {}, "counts": {}, "loss_names": {}, "correct": torch.zeros((), dtype=torch.long, device=device),
-            "labeled": torch.zeros((), dtype=torch.long, device=device)}
-
-
-_NEVER = 2**62  # no non-finite step yet
-
-
-def _accumulate(sums: dict[str, Tensor], name: str, value: Tensor) -> None:
-    """sums[name] += value in place (no new tensor per step); the first value of an epoch, or a sum restored onto
-    another device, starts a new one. The same float arithmetic as `sums.get(name, 0.0) + value`."""
-    total = sums.get(name)
-    if total is None:
-        sums[name] = value.clone()
-    elif total.device != value.device or total.dtype != value.dtype or total.requires_grad:
-        sums[name] = total.to(value.device) + value
-    else:
-        total.add_(value)
-
-
-def _total(terms: dict[str, Tensor]) -> Tensor:
-    return sum(terms.values()) if terms else torch.zeros(())  # type: ignore[return-value]
 
 
 def _first_line(err: BaseException) -> str:

@@ -122,17 +122,25 @@ def positional(kernel: Callable[[Tensor, Tensor], Tensor], student_logits: Tenso
     return pos.reduce(kernel(pos.rows(student_logits), pos.rows(teacher_logits)), reduction)
 
 
+def at_least_fp32(x: Tensor) -> Tensor:
+    """`x` in fp32 when it is in a half type (bf16/fp16 under autocast), else unchanged (fp32 and fp64 stay)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def soft_targets(logits: Tensor, temperature: float, dim: int | None = None) -> Tensor:
     """Temperature-softened distribution softmax(z/T) over the class dim (last by default; Hinton et al. 2015,
     Eq. 1), in the logits' layout."""
-    return F.softmax(logits / temperature, dim=class_dim(logits, dim))
+    return F.softmax(at_least_fp32(logits) / temperature, dim=class_dim(logits, dim))  # fp32: see kl_rows
 
 
 def kl_rows(student_rows: Tensor, teacher_rows: Tensor, temperature: float) -> Tensor:
     """KL(softmax(t/T) || softmax(s/T)) of each row of [n, C] rows, [n]: the kernel of every KL loss here."""
     # Both sides through log_softmax (log_target=True) so a very peaked teacher gives no log(0).
-    log_p_student = F.log_softmax(student_rows / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher_rows / temperature, dim=1)
+    # In fp32 even under autocast (train.precision bf16/fp16; a no-op on fp32 logits): autocast runs log_softmax
+    # in fp32 but the division by T before it in the logits' dtype, and the KL of two close distributions is a
+    # small difference of log-probabilities that bf16's 8-bit mantissa (and fp16's range, at T^2 scale) would swamp.
+    log_p_student = F.log_softmax(at_least_fp32(student_rows) / temperature, dim=1)
+    log_p_teacher = F.log_softmax(at_least_fp32(teacher_rows) / temperature, dim=1)
     return F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(dim=1)
 
 
@@ -155,7 +163,7 @@ def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperatu
     Equals KL(p_t || p_s) + H(p_t): same gradient in the student, larger value by the teacher's entropy.
     Layout, mask and reduction: the rule in this module's docstring."""
     def rows(s: Tensor, t: Tensor) -> Tensor:
-        return -(soft_targets(t, temperature) * F.log_softmax(s / temperature, dim=1)).sum(dim=1)
+        return -(soft_targets(t, temperature) * F.log_softmax(at_least_fp32(s) / temperature, dim=1)).sum(dim=1)
 
     return positional(rows, student_logits, teacher_logits, reduction, mask, dim, "soft_cross_entropy")
 

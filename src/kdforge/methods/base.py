@@ -83,6 +83,9 @@ class Method(nn.Module, Generic[P]):
 
     Params: ClassVar[type[MethodParams]] = MethodParams
     needs_teacher: ClassVar[bool] = True
+    #: whether `train.accumulate` may split its steps into micro-batches: False for a method that owns its step in
+    #: several phases or reduces gradients itself (the engine refuses accumulation for it at set-up)
+    accumulates: ClassVar[bool] = True
     params: P
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -124,13 +127,15 @@ class Method(nn.Module, Generic[P]):
 
     def configure_optimizers(self, plan: Plan) -> dict[str, Optimization]:
         """One optimizer over `trainable()` with the recipe's optimizer, schedule and grad clip."""
-        return {"main": self.optimization(self.trainable().parameters(), plan)}
+        return {"main": self.optimization(self.trainable(), plan)}
 
     def optimization(self, params: Any, plan: Plan, steps_per_epoch: int | None = None) -> Optimization:
-        """An optimizer over `params` built from the recipe, with its schedule over `steps_per_epoch` steps per
-        epoch (default: one step per batch). Methods with several optimizers call this once for each."""
+        """An optimizer over `params` (a module, or parameters) built from the recipe, with its schedule over
+        `steps_per_epoch` steps per epoch (default: one step per batch, or per group of `train.accumulate`).
+        Methods with several optimizers call this once for each."""
         optimizer = build_optimizer(params, plan.recipe.optim)
-        scheduler = build_scheduler(optimizer, plan.recipe.schedule, plan.epochs, steps_per_epoch or plan.steps_per_epoch)
+        steps = steps_per_epoch or plan.optimizer_steps_per_epoch
+        scheduler = build_scheduler(optimizer, plan.recipe.schedule, plan.epochs, steps)
         return Optimization(optimizer, scheduler, plan.recipe.train.grad_clip)
 
     def on_epoch_start(self, ctx: StepContext) -> None:

@@ -29,7 +29,7 @@ import copy
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +86,7 @@ class DFAParams(LogitTermParams):
 class DFA(Method[DFAParams]):
     """Epochs < search: {"ce", "feature"} (+ {"kd"}) of the search copy, metrics learnability / expressivity;
     then the same terms for the student toward the derived aggregation."""
-
+    accumulates: ClassVar[bool] = False  # phases of its own step: no gradient accumulation
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: DFAParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)

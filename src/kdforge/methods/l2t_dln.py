@@ -220,7 +220,7 @@ class L2TDLN(Method[L2TDLNParams]):
     """Owns its step: K unrolled student steps on the learned loss, the LSTM teacher's update of the loss, a
     re-unroll; the student, the DLN, the LSTM, its memory and its Adam state are all checkpointed, and the
     official loop's data position is in `extra_state`."""
-
+    accumulates: ClassVar[bool] = False  # phases of its own step: no gradient accumulation
     needs_teacher: ClassVar[bool] = False
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:

@@ -14,7 +14,7 @@ from the trained teacher's weights instead), with the run's optimizer and schedu
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -50,7 +50,7 @@ def reinitialise(model: nn.Module) -> nn.Module:
 @METHODS.register("prokt")
 class ProKT(Method[ProKTParams]):
     """Two optimizers: the guide (projected teacher) steps first, then the student on the guide's new outputs."""
-
+    accumulates: ClassVar[bool] = False  # phases of its own step: no gradient accumulation
 
     def __init__(self, student: nn.Module, teacher: TeacherSource | None, params: MethodParams, setup: Setup) -> None:
         super().__init__(student, teacher, params, setup)

@@ -66,12 +66,16 @@ def row_configs(plan: Plan, plan_file: Path, extra: Iterable[str] = (), sliver: 
 def _identity(cfg: ExperimentConfig) -> str:
     """The settings that decide a run's numbers, as canonical JSON: no folders (a teacher loaded from a folder is
     named by the folder's own name, which is its recipe's fingerprint), no display options."""
-    data = cfg.model_dump(mode="json")
+    from kdforge.api import without_later_defaults
+
+    data = without_later_defaults(cfg.model_dump(mode="json"))  # records written before those keys stay current
     data.pop("output_dir")
     for key in ("progress", "tensorboard"):
         data["train"].pop(key, None)
     if data.get("teacher"):
         data["teacher"].pop("store_dir", None)
+        if data["teacher"].get("recipe"):
+            without_later_defaults(data["teacher"]["recipe"])
         if data["teacher"].get("checkpoint"):
             data["teacher"]["checkpoint"] = Path(data["teacher"]["checkpoint"]).name
     return json.dumps(data, sort_keys=True)
