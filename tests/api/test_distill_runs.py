@@ -88,3 +88,23 @@ def test_failed_call_leaves_an_existing_folder_untouched(digits, tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         kdforge.distill(Broken(), None, _xy(digits.train), method="ce", epochs=1, run_dir=run, tensorboard=False)
     assert tree_digest(run) == before
+
+
+@pytest.mark.parametrize("bad, match", [({"precision": "fp8"}, "precision='fp8'"), ({"accumulate": 0}, "accumulate=0")])
+def test_precision_and_accumulate_arguments_are_checked_in_one_line(digits, tmp_path, bad, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        kdforge.distill(Own(), None, _xy(digits.train), method="ce", epochs=1, run_dir=tmp_path / "r", **bad)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_accumulate_through_distill_matches_the_larger_batch(digits, tmp_path):
+    """Two micro-batches of 32 per step train the same weights as batches of 64 (CE on an MLP: per-sample loss)."""
+    weights = []
+    for batch_size, accumulate in ((64, 1), (32, 2)):
+        torch.manual_seed(0)
+        model = Own()
+        kdforge.distill(model, None, _xy(digits.train), method="ce", epochs=1, batch_size=batch_size,
+                        accumulate=accumulate, run_dir=tmp_path / f"b{batch_size}", tensorboard=False)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-5)

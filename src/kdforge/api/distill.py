@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import ValidationError
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
@@ -66,6 +67,8 @@ def distill(
     output_key: str = "logits",
     streaming: bool | None = None,
     workers: int = 0,
+    precision: str = "fp32",
+    accumulate: int = 1,
 ) -> FitResult:
     """Distill `teacher` into `student` (or train `student` alone with method="ce") on your own data.
 
@@ -92,6 +95,8 @@ def distill(
     function and batch size), with the run's seeded order, exact resume and sharding under torchrun (see
     `kdforge.data.streaming`). Augmentation then belongs in the dataset's per-sample transforms; `num_classes`
     defaults to the width of the student's output. `val` and `test` are always held in memory.
+    `precision` ("fp32", "bf16" autocast, "fp16" with a loss scaler on CUDA) and `accumulate` (micro-batches of
+    `batch_size` per optimizer step) are `train.precision` / `train.accumulate` of a config.
     """
     t0 = time.perf_counter()
     for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -102,7 +107,8 @@ def distill(
                                      teacher_cache=teacher_cache, keys=(label_key, output_key), seed=seed)
     train_cfg = TrainConfig(epochs=epochs, progress=progress, eval_every=eval_every, checkpoint_every=checkpoint_every,
                             checkpoint_steps=checkpoint_steps, grad_clip=grad_clip, label_smoothing=label_smoothing,
-                            device=device, tensorboard=tensorboard)
+                            device=device, tensorboard=tensorboard, **_checked(TrainConfig, precision=precision,
+                                                                               accumulate=accumulate))
     recipe_cfg = RecipeConfig(seed=seed, optim=optim or OptimConfig(), schedule=schedule or ScheduleConfig(),
                               train=train_cfg)
     folder = Path(run_dir or _new_run_dir(method))
@@ -118,6 +124,16 @@ def distill(
                               teacher_cache=None if teacher_cache is None else settings.cache(teacher_cache),
                               teacher_metrics=teacher_metrics) as a:
             return train_and_record(a, record, resume, overwrite, t0)[0]
+
+
+def _checked(schema: type, **values: Any) -> dict[str, Any]:
+    """`values` validated as fields of `schema`: a bad one is one ConfigError line naming the argument."""
+    for name, value in values.items():
+        try:
+            schema.model_validate({name: value})
+        except ValidationError as e:
+            raise ConfigError(f"distill(): {name}={value!r}: {e.errors()[0]['msg']}") from None
+    return values
 
 
 @contextmanager
