@@ -1,6 +1,7 @@
 """Load an experiment: YAML (safe_load only) + `a.b=value` overrides -> validated, frozen ExperimentConfig."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from kdforge.options import describe_errors
 from kdforge.errors import ConfigError
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: Iterable[str] = (), notes: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML experiment file, apply overrides, validate it against the schema (see `parse_config`)."""
     path = Path(path)
     if not path.is_file():
@@ -28,19 +29,41 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
         raise ConfigError(f"{path}: not valid YAML ({_one_line(err)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (data, student, method, ...)")
-    return parse_config(data, overrides)
+    return parse_config(data, overrides, notes)
 
 
-def parse_config(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:
+def parse_config(data: Mapping[str, Any], overrides: Iterable[str] = (), notes: list[str] | None = None
+                 ) -> ExperimentConfig:
     """The schema's validation of `data` with overrides applied. Registered names (data set, models, method,
     teacher source) are checked by the API (`kdforge.load_config`, `kdforge.api.parse_config`), not here: the
-    schema imports no registry."""
-    data = apply_overrides(dict(data), overrides)
+    schema imports no registry. Notes on what the overrides changed besides their keys go to `notes`, or to
+    stderr without it."""
+    overrides, told = list(overrides), [] if notes is None else notes
+    data = apply_overrides(_switch_method(dict(data), overrides, told), overrides)
+    if notes is None:
+        for line in told:
+            print(line, file=sys.stderr)
     try:
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, ExperimentConfig)) from None
     return cfg
+
+
+def _switch_method(data: dict[str, Any], overrides: list[str], notes: list[str]) -> dict[str, Any]:
+    """`method.name=X` naming another method than the file's drops the file's method.params (they belong to the
+    old method and would be refused as X's), with a one-line note; params given by override are kept."""
+    method = data.get("method")
+    if not isinstance(method, dict) or not method.get("params"):
+        return data
+    names = [raw for key, eq, raw in (o.partition("=") for o in overrides) if eq and key.strip() == "method.name"]
+    whole = any(o.partition("=")[0].strip() in ("method", "method.params") for o in overrides)
+    new = names[-1].strip() if names else None
+    if new is None or whole or new == str(method.get("name", "ce")):
+        return data
+    notes.append(f"note: method.name={new} replaces {method.get('name', 'ce')}: its params "
+                 f"({', '.join(map(str, method['params']))}) are dropped; set {new}'s with method.params.KEY=VALUE")
+    return {**data, "method": {**method, "params": {}}}
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
