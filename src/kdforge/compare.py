@@ -79,8 +79,8 @@ def parse_methods(cfg: ExperimentConfig, spec: str | list[str]) -> list[Variant]
 
 def compare(cfg: ExperimentConfig, methods: str | list[str], seeds: int, out_dir: str | Path | None = None,
             resume: bool = False, overwrite: bool = False, jobs: int = 1) -> Comparison:
-    """Every method entry (`parse_methods`) over `seeds` seeds, `jobs` runs at once in their own processes (the
-    same numbers as one at a time); an earlier comparison's runs in `out_dir` are continued with `resume`,
+    """Every method entry (`parse_methods`) over `seeds` seeds, `jobs` runs at once in their own processes, each
+    with this process's torch threads (the numbers of one run at a time; set OMP_NUM_THREADS to share cores); an earlier comparison's runs in `out_dir` are continued with `resume`,
     replaced with `overwrite`, and otherwise refused (nothing of them is deleted)."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
@@ -103,7 +103,7 @@ def compare(cfg: ExperimentConfig, methods: str | list[str], seeds: int, out_dir
         done = [run(c, resume=resume, overwrite=overwrite, bundle=bundle, teacher_logits=teacher_logits)
                 for _, c in todo]
     else:
-        threads = max(1, torch.get_num_threads() // jobs)
+        threads = torch.get_num_threads()  # this process's: numbers can depend on the thread count
         # spawn: a forked child cannot use CUDA once the parent touched it, and inherits the parent's thread pools
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             done = list(pool.map(_run_one, [(c.model_dump_json(), resume, overwrite, threads) for _, c in todo]))

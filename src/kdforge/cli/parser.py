@@ -103,7 +103,8 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     _config_args(cmp_)
     cmp_.add_argument("--seeds", type=int, default=3, help="seeds per method (0, 1, ...)")
     cmp_.add_argument("--methods", default="ce,kd,wsl", help=METHODS_HELP)
-    cmp_.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (same numbers)")
+    cmp_.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process with this process's torch threads "
+                                                          "(the numbers of --jobs 1); OMP_NUM_THREADS=N sets them")
     cmp_.add_argument("--out", type=Path, default=None, help="output folder (default runs/<name>)")
     _run_args(cmp_, "comparison")
 
