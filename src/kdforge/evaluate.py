@@ -25,19 +25,21 @@ def evaluate_saved(path: str | Path, data: str | None = None, root: str | None =
         path = path / "student"
     if (path / "model.json").exists():
         model, _, spec, _ = models.load_model_with_info(path)
-        recorded = _run_config(path.parent)
-        data_cfg = recorded.data if recorded is not None else DataConfig(name=spec.name)
-    else:
-        checkpoint, recorded = _checkpoint_of(path)
-        data_cfg = recorded.data
-    if data is not None and data != data_cfg.name:
-        data_cfg = DataConfig(name=data)
-    bundle = build_data(data_cfg.model_copy(update={"root": root}) if root is not None else data_cfg)
-    if not (path / "model.json").exists():
-        model = _student_from(checkpoint, recorded, bundle.spec)
-    else:
+        recorded = _run_config(path.parent)  # a run's student/: its config.yaml knows the data's params too
+        data_cfg = _data(recorded.data if recorded is not None else DataConfig(name=spec.name), data, root)
+        bundle = build_data(data_cfg)
         _check_shapes(path, spec, bundle.spec, data_cfg.name)
+    else:
+        checkpoint, cfg = _checkpoint_of(path)
+        bundle = build_data(_data(cfg.data, data, root))
+        model = _student_from(checkpoint, cfg, bundle.spec)
     return evaluate(model, getattr(bundle, split), 1000, resolve_device("auto"))
+
+
+def _data(recorded: DataConfig, name: str | None, root: str | None) -> DataConfig:
+    """The recorded data section, or the data set `name` when another is asked for; `root` where given."""
+    chosen = recorded if name is None or name == recorded.name else DataConfig(name=name)
+    return chosen.model_copy(update={"root": root}) if root is not None else chosen
 
 
 def _run_config(run_dir: Path) -> ExperimentConfig | None:

@@ -63,11 +63,14 @@ def test_compare_sweeps_a_param_and_jobs_give_the_same_numbers(tmp_path, teacher
 def test_a_method_switch_by_override_drops_the_old_params_with_a_note(tmp_path, teacher_store):
     proc = _cli("distill", CONFIGS / "digits_kd.yaml", "method.name=wsl", "method.params.alpha=1",
                 f"output_dir={tmp_path / 'run'}", "train.progress=false", *_quick(teacher_store))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stderr  # kd_weight, which wsl does not take, is not refused
     notes = [line for line in proc.stderr.splitlines() if line.startswith("note: ")]
-    assert len(notes) == 1 and "temperature" in notes[0] and "dropped" in notes[0]
+    assert len(notes) == 1 and "kd_weight are dropped" in notes[0]
+    kd = yaml.safe_load((CONFIGS / "digits_kd.yaml").read_text())["method"]["params"]
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["method"]
-    assert saved["name"] == "wsl" and saved["params"] == {"alpha": 1}
+    shared = {k: v for k, v in kd.items() if k != "kd_weight"}  # what wsl also takes is kept
+    assert saved["name"] == "wsl" and {k: saved["params"][k] for k in shared} == shared
+    assert saved["params"]["alpha"] == 1 and "kd_weight" not in saved["params"]
 
 
 def test_search_report_reads_a_study_by_name_and_storage(tmp_path):

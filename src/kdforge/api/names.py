@@ -15,13 +15,21 @@ from kdforge.options import validate_options
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
     """Read a YAML experiment file, apply overrides, validate everything (names included) before any work."""
     notes: list[str] = []
-    return _told(check_names(config.load_config(path, overrides, notes)), notes)
+    return _told(check_names(config.load_config(path, overrides, notes, _method_params)), notes)
 
 
 def parse_config(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:
     """`load_config` for a mapping already read."""
     notes: list[str] = []
-    return _told(check_names(config.parse_config(data, overrides, notes)), notes)
+    return _told(check_names(config.parse_config(data, overrides, notes, _method_params)), notes)
+
+
+def _method_params(name: str) -> list[str] | None:
+    """The params method `name` takes; None when no method has that name."""
+    import kdforge.methods  # noqa: F401  (registers the methods)
+    from kdforge.registry import METHODS
+
+    return list(METHODS[name].Params.model_fields) if name in METHODS else None
 
 
 def _told(cfg: ExperimentConfig, notes: list[str]) -> ExperimentConfig:

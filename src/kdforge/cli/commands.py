@@ -119,6 +119,9 @@ def _search(args: argparse.Namespace) -> None:
 
         print(report_study(words[1:], study=args.study, storage=args.storage, out=args.out, top=args.top), end="")
         return
+    if args.study or args.out:
+        raise KdforgeError("--study and --out belong to `kdforge search report`; a search takes its study name and "
+                           "folder from its config (name: ..., out: ...)")
     from kdforge.search.runner import search
 
     print(search(words[0], words[1:], workers=args.workers, storage_url=args.storage))
