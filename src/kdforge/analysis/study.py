@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
 import kdforge.models as models
@@ -21,8 +19,8 @@ from kdforge.analysis.bias_variance import ce_decomposition, mse_decomposition
 from kdforge.analysis.grad_variance import (
     LinearProblem, batch_gradients, linear_measured_curve, linear_regression_variance, sgd_checkpoints, variance_curve,
 )
-from kdforge.api import build_data, build_model, check_method, prepare_teacher, run
-from kdforge.compare import method_config
+from kdforge.api import build_data, build_model, prepare_teacher, run
+from kdforge.compare import Variant, parse_methods as parse_variants  # noqa: F401  (the studies' API)
 from kdforge.config.schema import ExperimentConfig, MethodConfig
 from kdforge.data import DataBundle
 from kdforge.data.splits import take
@@ -38,37 +36,6 @@ from kdforge.report import mean_std
 PART_SEED = 1234  # the ensemble's partition of the training split: fixed, so every method sees the same parts
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One arm of a study: a label for tables and the method it trains."""
-
-    label: str
-    method: MethodConfig
-
-
-def parse_variants(cfg: ExperimentConfig, spec: str) -> list[Variant]:
-    """`ce,kd:temperature=1,kd:temperature=4,wsl` -> variants; params not given come from the config when it names
-    the same method, else the method's defaults. Every entry is validated before anything trains."""
-    variants = []
-    for item in (s.strip() for s in spec.split(",")):
-        if not item:
-            continue
-        name, *pairs = item.split(":")
-        base = method_config(cfg, name)
-        params = dict(base.params)
-        for pair in pairs:
-            key, eq, value = pair.partition("=")
-            if not eq or not key:
-                raise ConfigError(f"--methods entry {item!r}: write NAME:key=value[:key=value], e.g. kd:temperature=4")
-            params[key] = yaml.safe_load(value)
-        method = MethodConfig(name=name, params=params)
-        check_method(method)
-        variants.append(Variant(item.replace(":", " ").replace("temperature=", "T="), method))
-    if not variants:
-        raise ConfigError("--methods names no method; e.g. ce,kd:temperature=1,kd:temperature=4,wsl")
-    return variants
-
-
 def ensemble_parts(n: int, parts: int, bootstrap: bool, seed: int = PART_SEED) -> list[Tensor]:
     """Indices of each member's training data: `parts` disjoint equal parts of a fixed permutation (Yang et al.'s
     `np.split(permutation, trial)`), or `parts` bootstrap resamples of all n samples."""
@@ -79,10 +46,6 @@ def ensemble_parts(n: int, parts: int, bootstrap: bool, seed: int = PART_SEED) -
         return [torch.randint(0, n, (n,), generator=g).sort().values for _ in range(parts)]
     perm, size = torch.randperm(n, generator=g), n // parts
     return [perm[i * size:(i + 1) * size].sort().values for i in range(parts)]
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", label)
 
 
 def _seconds_per_step(cfg: ExperimentConfig, bundle: DataBundle, teacher: torch.nn.Module | None) -> float:
@@ -191,7 +154,7 @@ def bias_variance_study(cfg: ExperimentConfig, variants: list[Variant], parts: i
     teacher = prepare_teacher(cfg, bundle) if cfg.teacher is not None else None  # on the whole training split
     jobs = [(v, r, p) for v in variants for r in range(repeats) for p in range(parts)]
     todo = [(METHODS[v.method.name].needs_teacher, len(index[p])) for v, r, p in jobs
-            if not (resume and (out / _slug(v.label) / f"r{r}p{p}" / "summary.json").exists())]
+            if not (resume and (out / v.folder / f"r{r}p{p}" / "summary.json").exists())]
     est = estimate_seconds(cfg, bundle, teacher, todo)
     print(f"bias-variance: {len(jobs)} trainings ({len(todo)} to run), about {_duration(est)} on this machine",
           flush=True)
@@ -201,7 +164,7 @@ def bias_variance_study(cfg: ExperimentConfig, variants: list[Variant], parts: i
         members, logits, curves = [], [], []
         for r in range(repeats):
             for p in range(parts):
-                run_dir = out / _slug(v.label) / f"r{r}p{p}"
+                run_dir = out / v.folder / f"r{r}p{p}"
                 summary = _train_member(cfg, v, bundle, index[p], p, cfg.seed + r * parts + p, run_dir, resume,
                                         overwrite, spec)
                 members.append({"part": p, "repeat": r, "seed": summary["seed"], "run_dir": str(run_dir)})

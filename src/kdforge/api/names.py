@@ -2,6 +2,7 @@
 `parse_config`: the YAML schema's (kdforge.config, which imports no registry) followed by that check."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,29 @@ from kdforge.options import validate_options
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
     """Read a YAML experiment file, apply overrides, validate everything (names included) before any work."""
-    return check_names(config.load_config(path, overrides))
+    notes: list[str] = []
+    return _told(check_names(config.load_config(path, overrides, notes, _method_params)), notes)
 
 
 def parse_config(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:
     """`load_config` for a mapping already read."""
-    return check_names(config.parse_config(data, overrides))
+    notes: list[str] = []
+    return _told(check_names(config.parse_config(data, overrides, notes, _method_params)), notes)
+
+
+def _method_params(name: str) -> list[str] | None:
+    """The params method `name` takes; None when no method has that name."""
+    import kdforge.methods  # noqa: F401  (registers the methods)
+    from kdforge.registry import METHODS
+
+    return list(METHODS[name].Params.model_fields) if name in METHODS else None
+
+
+def _told(cfg: ExperimentConfig, notes: list[str]) -> ExperimentConfig:
+    """The loading's notes (a method switched by override) on stderr, once the config is known to be valid."""
+    for line in notes:
+        print(line, file=sys.stderr)
+    return cfg
 
 
 def check_names(cfg: ExperimentConfig) -> ExperimentConfig:

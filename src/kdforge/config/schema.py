@@ -262,13 +262,15 @@ class MethodConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-OUTPUT_DIR_FIELDS = ("name", "seed")
+OUTPUT_DIR_FIELDS = ("name", "method", "seed")
 
 
 class ExperimentConfig(StrictModel):
     name: str = "experiment"
     seed: int = 0
-    output_dir: str = Field("runs/{name}/seed{seed}", description="run folder; {name} and {seed} are filled in")
+    output_dir: str = Field("runs/{name}/{method}/seed{seed}", description=(
+        "run folder; {name}, {method} (method.name) and {seed} are filled in, so two methods on one config do not "
+        "share a folder"))
     data: DataConfig
     student: ModelConfig
     teacher: TeacherConfig | None = None
@@ -280,19 +282,20 @@ class ExperimentConfig(StrictModel):
     @field_validator("output_dir")
     @classmethod
     def _output_dir_fields(cls, value: str) -> str:
-        """Only {name} and {seed} may be filled in: no other keys, and no attribute or index access."""
+        """Only {name}, {method} and {seed} may be filled in: no other keys, and no attribute or index access."""
         try:
             fields = [f for _, f, _, _ in Formatter().parse(value) if f is not None]
         except ValueError as e:
-            raise ValueError(f"not a valid folder template ({e}); use {{name}} and {{seed}}, or {{{{ }}}} for braces")
+            raise ValueError(f"not a valid folder template ({e}); use {{name}}, {{method}} and {{seed}}, "
+                             "or {{ }} for braces")
         bad = [f for f in fields if f not in OUTPUT_DIR_FIELDS]
         if bad:
-            raise ValueError(f"unknown field {{{bad[0]}}}; only {{name}} and {{seed}} are filled in")
+            raise ValueError(f"unknown field {{{bad[0]}}}; only {{name}}, {{method}} and {{seed}} are filled in")
         return value
 
     @property
     def run_dir(self) -> str:
-        return self.output_dir.format(name=self.name, seed=self.seed)
+        return self.output_dir.format(name=self.name, method=self.method.name, seed=self.seed)
 
     @property
     def recipe(self) -> RecipeConfig:

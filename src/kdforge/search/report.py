@@ -2,6 +2,7 @@
 read from the study's storage (the same storage optuna-dashboard can show)."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,14 @@ from kdforge.errors import require_extra
 
 require_extra("optuna", "search", "the distiller search")  # one line naming the extra, before the imports below
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from kdforge.errors import ConfigError
 from kdforge.fileio import atomic_write, atomic_write_text
 from kdforge.search.evolve import generation, is_rejected
-from kdforge.search.runner import _describe, open_study, progress_line
-from kdforge.search.space import SearchConfig
+from kdforge.search.runner import _describe, open_study_by_name, progress_line
+from kdforge.search.space import load_search_config
 
 
 def evaluated(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -23,14 +26,32 @@ def evaluated(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
 
 
-def report(cfg: SearchConfig, url: str, top: int = 10) -> str:
-    """Markdown: progress, the `top` best programs, rejection reasons; writes report.md and two plots into the
-    search folder."""
-    study = open_study(cfg, url, create=False)  # the same checks as a worker: the config must be the study's
-    trials = study.get_trials(deepcopy=False)
+def report_study(words: list[str], study: str | None = None, storage: str | None = None, out: Path | None = None,
+                 top: int = 10) -> str:
+    """`kdforge search report`: the study of a search config (`words`: its path and overrides), or the study
+    `study` on `storage` with no config at all. Only the name and the storage select the study: a config whose
+    space or evolution differs from the study's does not stop a report (the study's own population is used)."""
+    if words:
+        cfg, _ = load_search_config(words[0], words[1:])
+        name, url, folder = study or cfg.name, storage or cfg.storage_url, out or cfg.out_dir
+        budget: int | None = cfg.evolution.trials
+    elif study and storage:
+        name, url, folder, budget = study, storage, out or Path("runs/search") / study, None
+    else:
+        raise ConfigError("search report: give the search config (kdforge search report configs/search/x.yaml) or "
+                          "the study: kdforge search report --study NAME --storage URL")
+    return report(open_study_by_name(name, url), folder, top, budget)
+
+
+def report(found: optuna.Study, out: Path, top: int = 10, budget: int | None = None) -> str:
+    """Markdown: progress, the `top` best programs, rejection reasons; writes report.md and two plots into `out`."""
+    trials = found.get_trials(deepcopy=False)
     valid = sorted(evaluated(trials), key=lambda t: -t.value)  # type: ignore[operator]
-    pop = cfg.evolution.population
-    lines = [f"# Distiller search {cfg.name!r}", "", progress_line(study, pop, cfg.evolution.trials), "",
+    evolution = json.loads(found.user_attrs.get("signature", "{}")).get("evolution", {})
+    pop = int(evolution.get("population", 1))
+    budget = budget or int(found.user_attrs.get("budget", len(trials)))  # recorded by the workers
+    name = found.study_name
+    lines = [f"# Distiller search {name!r}", "", progress_line(found, pop, budget), "",
              "| rank | trial | generation | fitness % | proxy curve % | program | s |", "|---|---|---|---|---|---|---|"]
     for rank, t in enumerate(valid[:top], 1):
         curve = " / ".join(f"{v:.1f}" for v in t.user_attrs.get("curve", []))
@@ -39,11 +60,10 @@ def report(cfg: SearchConfig, url: str, top: int = 10) -> str:
     reasons = Counter(str(t.user_attrs["rejected"]).split(":")[0] for t in trials if is_rejected(t))
     if reasons:
         lines += ["", "Rejected: " + ", ".join(f"{n} {why}" for why, n in reasons.most_common())]
-    out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     if valid:
-        plot_generations(trials, pop, out / "fitness_by_generation.png", cfg.name)
-        plot_curves(valid[:5], out / "fitness_curves.png", cfg.name)
+        plot_generations(trials, pop, out / "fitness_by_generation.png", name)
+        plot_curves(valid[:5], out / "fitness_curves.png", name)
         lines += ["", f"Plots: {out / 'fitness_by_generation.png'}, {out / 'fitness_curves.png'}"]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", text)

@@ -39,9 +39,10 @@ POLL_S = 1.0  # how often a worker with nothing to ask checks the trials still r
 MAX_RETRY = 2  # re-queues of a killed trial before it counts as lost
 
 
-def storage(cfg: SearchConfig, url: str, create: bool = True) -> RDBStorage:
+def storage(cfg: SearchConfig | None, url: str, create: bool = True) -> RDBStorage:
     """The RDB storage with heartbeats (a dead worker's trial is failed after `grace_s` and re-queued); a
-    ConfigError naming the URL when it cannot be opened (or, with create=False, an SQLite file does not exist)."""
+    ConfigError naming the URL when it cannot be opened (or, with create=False, an SQLite file does not exist).
+    Without `cfg` (a report reading a study), no heartbeats."""
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not create and not path.is_file():
@@ -54,8 +55,8 @@ def storage(cfg: SearchConfig, url: str, create: bool = True) -> RDBStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=cfg.heartbeat_s,
-                              grace_period=cfg.grace_s,
+            beats = {} if cfg is None else {"heartbeat_interval": cfg.heartbeat_s, "grace_period": cfg.grace_s}
+            return RDBStorage(url, engine_kwargs=kwargs, **beats,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
     except (SQLAlchemyError, ImportError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -89,7 +90,19 @@ def open_study(cfg: SearchConfig, url: str, create: bool = True) -> optuna.Study
     elif stored != signature:
         raise ConfigError(f"study {cfg.name!r} in {url} was started with another space/evolution/proxy; use its "
                           "config, or another study name (name: ...)")
+    if create:
+        study.set_user_attr("budget", cfg.evolution.trials)  # what a report without the config shows progress of
     return study
+
+
+def open_study_by_name(name: str, url: str) -> optuna.Study:
+    """The existing study `name` on `url`, for reading (a report): no config, so no check of its space."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = storage(None, url, create=False)
+    names = optuna.get_all_study_names(store)
+    if name not in names:
+        raise ConfigError(f"no study {name!r} in {url}; it holds {', '.join(map(repr, names)) or 'no study'}")
+    return optuna.load_study(study_name=name, storage=store)
 
 
 def slot_count(trials: list[FrozenTrial], before: int | None = None) -> int:
