@@ -150,6 +150,9 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     bv.add_argument("--parts", type=int, default=4, help="members per method (disjoint parts of the training split)")
     bv.add_argument("--repeats", type=int, default=1, help="independent runs over the same parts (other seeds)")
     bv.add_argument("--bootstrap", action="store_true", help="bootstrap resamples instead of disjoint parts")
+    bv.add_argument("--part-seed", type=int, action="append", default=None, dest="part_seeds",
+                    help="seed of the partition into parts (default 1234); repeat to pool independent partitions, "
+                         "as Yang et al.'s CE protocol pools two")
     gv = an_sub.add_parser("grad-variance", help="variance of the student's mini-batch gradient vs the KD weight")
     gv.add_argument("config", type=Path)
     gv.add_argument("overrides", nargs="*")
@@ -161,7 +164,13 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     lin = an_sub.add_parser("linear", help="the linear experiment: measured vs predicted gradient variance")
     lin.add_argument("--lambdas", type=_floats, default=[i / 20 for i in range(21)])
     lin.add_argument("--batches", type=int, default=2000)
-    for sp in (bv, gv, lin):
+    sw = an_sub.add_parser("sweep", help="a bias-variance study per point of a grid (configs/sweeps/*.yaml), resumable")
+    sw.add_argument("sweep", type=Path, help="sweep file, e.g. configs/sweeps/yang_width_fashion_mnist.yaml")
+    sw.add_argument("overrides", nargs="*", help="key=value overrides added to every point")
+    sw.add_argument("--sliver", action="store_true", help="the sweep's quick settings (teachers kept under --out)")
+    fig = an_sub.add_parser("sweep-figure", help="bias, variance, risk vs x (log) with +-2 jackknife SE")
+    fig.add_argument("--png", type=Path, default=None, help="figure file (default OUT/sweep.png)")
+    for sp in (bv, gv, lin, sw, fig):
         sp.add_argument("--out", type=Path, required=True, help="output folder (analysis.json, run folders)")
     for sp in (bv, gv):
         sp.add_argument("--resume", action="store_true", help="reuse finished runs and continue unfinished ones")
@@ -172,13 +181,20 @@ def _analyze(args: argparse.Namespace) -> None:
     from kdforge.analysis import study
     from kdforge.api import load_config
 
+    if args.analysis in ("sweep", "sweep-figure"):
+        from kdforge.analysis import sweep
+
+        if args.analysis == "sweep":
+            sweep.run_sweep(args.sweep, args.out, sliver=args.sliver, extra=tuple(args.overrides))
+        print(f"figure: {sweep.sweep_figure(args.out, args.png)}; numbers: {args.out}/sweep.json")
+        return
     if args.analysis == "linear":
         study.linear_study(args.out, args.lambdas, batches=args.batches)
     elif args.analysis == "bias-variance":
         cfg = load_config(args.config, args.overrides)
         study.bias_variance_study(cfg, study.parse_variants(cfg, args.methods), args.parts, args.out,
                                   repeats=args.repeats, bootstrap=args.bootstrap, resume=args.resume,
-                                  overwrite=args.overwrite)
+                                  overwrite=args.overwrite, part_seeds=args.part_seeds or [study.PART_SEED])
     else:
         study.grad_variance_study(load_config(args.config, args.overrides), args.lambdas, args.batches,
                                   args.temperature, args.out, resume=args.resume, overwrite=args.overwrite,
