@@ -97,7 +97,13 @@ def _results_parser(sub: argparse._SubParsersAction) -> None:
     dc.add_argument("files", type=Path, nargs="*", default=[Path("docs/results.md"), Path("docs/analysis.md"),
                                                               Path("docs/claims.md")])
     dc.add_argument("--check", action="store_true", help="write nothing; fail if a section differs from its records")
-    for sp in (tb, fg, dc):
+    ra = rs_sub.add_parser("association", help="Spearman rho across a plan's rows of two metrics' seed means, "
+                                               "with a bootstrap over seeds stratified by row")
+    ra.add_argument("plan", help="plan key or plan file")
+    ra.add_argument("--x", required=True, help="first metric, e.g. method.reg_fraction")
+    ra.add_argument("--y", default="top1", help="second metric (default: test top1)")
+    ra.add_argument("--rows", default=None, help="comma-separated row labels (default: every row)")
+    for sp in (tb, fg, dc, ra):
         sp.add_argument("--results-dir", type=Path, default=Path("results"))
 
 
@@ -118,6 +124,15 @@ def _results(args: argparse.Namespace) -> None:
 
     if args.results_command == "table":
         print(table_for(args.plan, args.results_dir), end="")
+    elif args.results_command == "association":
+        from kdforge.plans.association import describe, rank_association
+        from kdforge.plans.tables import by_row
+
+        plan = load_plan(plan_path(args.plan, args.results_dir))
+        records = read_records(args.results_dir / f"{plan.key}.jsonl")
+        keep = [r.strip() for r in args.rows.split(",")] if args.rows else [r.label for r in plan.rows]
+        x, y = by_row(plan, records, args.x), by_row(plan, records, args.y)
+        print(describe(rank_association({r: x[r] for r in keep if r in x}, y), args.x, args.y), end="")
     elif args.results_command == "figure":
         plan = load_plan(plan_path(args.plan, args.results_dir))
         out = args.out or Path("docs/img") / f"results_{plan.key}.png"
