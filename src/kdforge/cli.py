@@ -183,9 +183,13 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("sweep", type=Path, help="sweep file, e.g. configs/sweeps/yang_width_fashion_mnist.yaml")
     sw.add_argument("overrides", nargs="*", help="key=value overrides added to every point")
     sw.add_argument("--sliver", action="store_true", help="the sweep's quick settings (teachers kept under --out)")
+    kv = an_sub.add_parser("kdvr", help="KDVR's lam sweep per teacher quality: gradient variance and final loss")
+    kv.add_argument("driver", type=Path, help="driver file, e.g. configs/sweeps/kdvr_mnist_linear.yaml")
+    kv.add_argument("overrides", nargs="*", help="key=value overrides of the base config")
+    kv.add_argument("--sliver", action="store_true", help="tiny settings: short teachers, one seed, 1 epoch")
     fig = an_sub.add_parser("sweep-figure", help="bias, variance, risk vs x (log) with +-2 jackknife SE")
     fig.add_argument("--png", type=Path, default=None, help="figure file (default OUT/sweep.png)")
-    for sp in (bv, gv, lin, sw, fig):
+    for sp in (bv, gv, lin, sw, fig, kv):
         sp.add_argument("--out", type=Path, required=True, help="output folder (analysis.json, run folders)")
     for sp in (bv, gv):
         sp.add_argument("--resume", action="store_true", help="reuse finished runs and continue unfinished ones")
@@ -196,12 +200,18 @@ def _analyze(args: argparse.Namespace) -> None:
     from kdforge.analysis import study
     from kdforge.api import load_config
 
+    if args.analysis == "kdvr":
+        from kdforge.analysis.kdvr import kdvr_study
+
+        kdvr_study(args.driver, args.out, sliver=args.sliver, extra=tuple(args.overrides))
+        print(f"written to {args.out}/kdvr.json")
+        return
     if args.analysis in ("sweep", "sweep-figure"):
         from kdforge.analysis import sweep
 
         if args.analysis == "sweep":
             sweep.run_sweep(args.sweep, args.out, sliver=args.sliver, extra=tuple(args.overrides))
-        print(f"figure: {sweep.sweep_figure(args.out, args.png)}; numbers: {args.out}/sweep.json")
+        print(f"figure: {sweep.sweep_figure(args.out, getattr(args, 'png', None))}; numbers: {args.out}/sweep.json")
         return
     if args.analysis == "linear":
         study.linear_study(args.out, args.lambdas, batches=args.batches)
