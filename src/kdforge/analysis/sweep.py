@@ -153,24 +153,26 @@ def sweep_figure(out: Path, png: Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(summary["variants"])
-    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    # bias and risk share a panel; the variance (often 100x smaller) has its own, with the train error beside it
+    fig, axes = plt.subplots(2, len(names), figsize=(5.2 * len(names), 6.4), squeeze=False, sharex=True)
+    for col, name in enumerate(names):
         v = summary["variants"][name]
         xs = [p["x"] for p in v["points"]]
-        for q, color in (("bias", "C0"), ("variance", "C3"), ("risk", "k")):
-            ax.errorbar(xs, [p[q] for p in v["points"]], yerr=[2 * p["se"][q] for p in v["points"]], fmt="o-",
-                        color=color, capsize=3, label=f"CE {q}")
-        ax.set_xscale("log")
-        ax.set_xlabel(summary["x_label"])
-        for key, style in (("w_int", ":"), ("w_peak", "--")):
-            if v[key] is not None:
-                ax.axvline(v[key], color="0.5", ls=style, lw=1)
-        twin = ax.twinx()
-        twin.plot(xs, [p["train_error"] for p in v["points"]], "s:", color="C2", ms=4, label="train error")
+        for ax, quantities in ((axes[0][col], (("bias", "C0"), ("risk", "k"))), (axes[1][col], (("variance", "C3"),))):
+            for q, color in quantities:
+                ax.errorbar(xs, [p[q] for p in v["points"]], yerr=[2 * p["se"][q] for p in v["points"]], fmt="o-",
+                            color=color, capsize=3, label=f"CE {q} (+-2 jackknife SE)")
+            for key, style in (("w_int", ":"), ("w_peak", "--")):
+                if v[key] is not None:
+                    ax.axvline(v[key], color="0.5", ls=style, lw=1, label=key)
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+        twin = axes[1][col].twinx()
+        twin.plot(xs, [p["train_error"] for p in v["points"]], "s:", color="C2", ms=4)
         twin.set_ylabel("mean member train error", color="C2")
-        ax.set_title(f"{name}: w_peak {v['w_peak']:g}, w_int {v['w_int']}", fontsize=9)
-        ax.legend(fontsize=8, loc="upper right")
-        ax.grid(alpha=0.3)
+        axes[0][col].set_title(f"{name}: w_peak {v['w_peak']:g}, w_int {v['w_int']}", fontsize=9)
+        axes[1][col].set_xlabel(summary["x_label"])
     fig.suptitle(summary["title"] + ("  [sliver]" if summary.get("sliver") else ""), fontsize=10)
     fig.tight_layout()
     png = png or out / "sweep.png"
