@@ -33,6 +33,8 @@ def test_bootstrap_interval_is_stratified_by_row() -> None:
     noisy = {f"t{r}": {s: r + 3.0 * ((s * 7 + r * 3) % 5 - 2) for s in range(5)} for r in range(4)}
     b = rank_association(noisy, y, resamples=500)
     assert b.low < 0 < b.high and b.verdict == "inconclusive"
+    one = rank_association({r: {0: v[0]} for r, v in x.items()}, {r: {0: v[0]} for r, v in y.items()})
+    assert one.rho == pytest.approx(-1.0) and math.isnan(one.low) and one.verdict == "inconclusive"
     with pytest.raises(ConfigError, match="at least 3 rows"):
         rank_association({"a": {0: 1.0}, "b": {0: 2.0}}, {"a": {0: 1.0}, "b": {0: 2.0}})
 

@@ -75,6 +75,7 @@ class Association:
 
     @property
     def verdict(self) -> str:
+        """'negative' / 'positive' where the interval excludes 0, else 'inconclusive' (also with no interval)."""
         return "negative" if self.high < 0 else "positive" if self.low > 0 else "inconclusive"
 
 
@@ -92,8 +93,9 @@ def rank_association(x: Mapping[str, Mapping[int, float]], y: Mapping[str, Mappi
 
     mx, my = means(seeds)
     rng = random.Random(seed)
-    boot = []
-    for _ in range(resamples):
+    boot: list[float] = []
+    # with one seed in some row a resample cannot move that row: no interval is claimed (verdict inconclusive)
+    for _ in range(resamples if min(len(v) for v in seeds.values()) > 1 else 0):
         bx, by = means({r: rng.choices(seeds[r], k=len(seeds[r])) for r in rows})
         rho = spearman(bx, by)
         if not math.isnan(rho):
