@@ -62,3 +62,22 @@ def test_committed_driver_validates(monkeypatch: pytest.MonkeyPatch) -> None:
         cfg = load_config(config_path(path, spec.config), [*spec.overrides, *tail])
         assert cfg.data.val_fraction == 0 and cfg.data.batch_size == 10 and cfg.optim.momentum == 0
         assert cfg.student.params == {"hidden": []} and cfg.schedule.name == "constant"
+
+
+def test_teacher_checkpoint_is_plain_sgd_for_n_steps_and_saved_once(tmp_path: Path) -> None:
+    import kdforge.models as models
+    from kdforge.analysis.kdvr import teacher_checkpoint
+    from kdforge.api import build_data, parse_config
+    from kdforge.demo import preset
+
+    cfg = parse_config(preset(), ["data.batch_size=10", "teacher.model.name=mlp", "teacher.model.params={hidden: []}"])
+    bundle = build_data(cfg.data)
+    few = teacher_checkpoint(cfg, bundle, 3, 0.05, 42, tmp_path / "t3")
+    more = teacher_checkpoint(cfg, bundle, 200, 0.05, 42, tmp_path / "t200")
+    assert models.load_model_with_info(few)[3] == {"sgd_steps": 3}
+    # the same run (seed 42) further on: the longer checkpoint fits the training split better
+    loss = {p: torch.nn.functional.cross_entropy(bundle.train.batch(torch.arange(len(bundle.train))).forward(
+        models.load_model(p)), bundle.train.y).item() for p in (few, more)}
+    assert loss[more] < loss[few]
+    stamp = (few / "model.json").stat().st_mtime_ns
+    assert teacher_checkpoint(cfg, bundle, 3, 0.05, 42, few) == few and (few / "model.json").stat().st_mtime_ns == stamp
