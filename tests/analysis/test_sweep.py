@@ -79,6 +79,9 @@ def test_sweep_file_checks(tmp_path: Path) -> None:
         load_sweep(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_sweep(tmp_path / "none.yaml")
+    bad.write_text("points: [")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_sweep(bad)
 
 
 def test_committed_sweeps_validate(monkeypatch: pytest.MonkeyPatch) -> None:

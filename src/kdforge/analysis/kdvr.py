@@ -59,7 +59,10 @@ class KdvrSpec(BaseModel):
 def load_spec(path: Path) -> KdvrSpec:
     if not path.is_file():
         raise ConfigError(f"driver file {path} does not exist; they live in configs/sweeps/<key>.yaml")
-    raw: Any = yaml.safe_load(path.read_text())
+    try:
+        raw: Any = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"driver file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"driver file {path} must hold a mapping with config, lambdas, seeds and teachers")
     raw.setdefault("key", path.stem)

@@ -60,7 +60,10 @@ class Sweep(BaseModel):
 def load_sweep(path: Path) -> Sweep:
     if not path.is_file():
         raise ConfigError(f"sweep file {path} does not exist; sweeps live in configs/sweeps/<key>.yaml")
-    raw: Any = yaml.safe_load(path.read_text())
+    try:
+        raw: Any = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"sweep file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"sweep file {path} must hold a mapping with title, config and points")
     raw.setdefault("key", path.stem)
