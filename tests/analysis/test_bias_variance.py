@@ -70,3 +70,46 @@ def test_mse_identity_and_hand_value() -> None:
 def test_shape_errors_name_the_shapes() -> None:
     with pytest.raises(ValueError, match="models, samples, classes"):
         ce_decomposition(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long))
+
+
+def test_jackknife_se_hand_values() -> None:
+    from kdforge.analysis.bias_variance import jackknife_se, paired_jackknife_se
+
+    # theta_(i) = 1, 2, 4: mean 7/3, squared deviations 16/9 + 1/9 + 25/9 = 42/9, times (M-1)/M = 2/3
+    assert jackknife_se([1.0, 2.0, 4.0]) == pytest.approx(math.sqrt(28 / 9))
+    # paired: the differences 1, 0, 3 have the same spread; a shift common to both ensembles cancels
+    assert paired_jackknife_se([1.0, 2.0, 4.0], [2.0, 2.0, 7.0]) == pytest.approx(math.sqrt(28 / 9))
+    assert paired_jackknife_se([1.0, 2.0, 4.0], [11.0, 12.0, 14.0]) == pytest.approx(0.0)
+    assert math.isnan(jackknife_se([3.0]))
+    with pytest.raises(ValueError, match="same members"):
+        paired_jackknife_se([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_jackknife_of_a_mean_is_its_standard_error() -> None:
+    from kdforge.analysis.bias_variance import jackknife_se
+
+    x = torch.randn(7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    loo = [(float(x.sum()) - float(v)) / 6 for v in x]
+    assert jackknife_se(loo) == pytest.approx(float(x.std()) / math.sqrt(7))
+
+
+def test_leave_one_out_hand_values_three_members_one_sample() -> None:
+    from kdforge.analysis.bias_variance import jackknife_se, leave_one_out
+
+    # two classes, label 0; the members give class 0 the probabilities 0.5, 0.8, 0.2
+    p = torch.tensor([0.5, 0.8, 0.2], dtype=torch.float64)
+    log_probs = torch.stack([p, 1 - p], -1).log()[:, None, :]
+    loo = leave_one_out(log_probs, torch.tensor([0]))
+    # without member 1: {0.8, 0.2}, geometric means 0.4 and 0.4, pi_bar = 1/2, Z = 0.8
+    # without member 2: {0.5, 0.2}, pi_bar_0 = sqrt(.1) / (sqrt(.1) + sqrt(.4)) = 1/3
+    # without member 3: {0.5, 0.8}, pi_bar_0 = 2/3; Z = sqrt(.1) + sqrt(.4) in both
+    bias = [math.log(2), math.log(3), math.log(1.5)]
+    z = math.sqrt(0.1) + math.sqrt(0.4)
+    assert loo["bias"] == pytest.approx(bias)
+    assert loo["variance"] == pytest.approx([-math.log(0.8), -math.log(z), -math.log(z)])
+    assert loo["risk"] == pytest.approx([-(math.log(0.8) + math.log(0.2)) / 2, -(math.log(0.5) + math.log(0.2)) / 2,
+                                         -(math.log(0.5) + math.log(0.8)) / 2])
+    mean = sum(bias) / 3
+    assert jackknife_se(loo["bias"]) == pytest.approx(math.sqrt(2 / 3 * sum((b - mean) ** 2 for b in bias)))
+    with pytest.raises(ValueError, match="at least 3"):
+        leave_one_out(log_probs[:2], torch.tensor([0]))

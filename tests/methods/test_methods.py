@@ -128,3 +128,24 @@ def test_teacher_methods_refuse_no_teacher() -> None:
     student, _ = _models()
     with pytest.raises(ValueError, match="needs a teacher"):
         METHODS["wsl"](student, None, METHODS["wsl"].Params(), _setup())
+
+
+@pytest.mark.parametrize("filter_t", [1.0, 3.0])
+def test_wsl_filter_drops_the_soft_term_on_regularization_samples(filter_t: float) -> None:
+    """weighting filter (issue 26, Zhou et al.'s filtering): the soft CE of samples where the student fits the
+    label better than the teacher at filter_temperature is removed, the batch mean kept; no gradient reaches their
+    logits through the soft term."""
+    distiller, student, teacher = _make("wsl", temperature=3.0, alpha=1.5, ce_weight=0.0, weighting="filter",
+                                        filter_temperature=filter_t)
+    batch = _batch()
+    logits, losses = distiller.loss_terms(batch, None)
+    t = teacher(batch.x)
+    p_s = F.softmax(logits / filter_t, 1).gather(1, batch.labels[:, None]).squeeze(1)
+    p_t = F.softmax(t / filter_t, 1).gather(1, batch.labels[:, None]).squeeze(1)
+    reg = p_s > p_t
+    assert 0 < int(reg.sum()) < len(reg)  # the check below means something only with both kinds in the batch
+    soft = -(F.softmax(t / 3.0, 1) * F.log_softmax(logits / 3.0, 1)).sum(1)
+    expected = 1.5 * 9.0 * (soft * (~reg).float()).sum() / len(soft)
+    assert torch.allclose(losses["wsl"], expected, atol=1e-6)
+    grad, = torch.autograd.grad(losses["wsl"], logits)
+    assert grad[reg].abs().max() == 0 and grad[~reg].abs().max() > 0

@@ -2,6 +2,7 @@
 the method contract's epoch hook."""
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 import kdforge.models as models
 from kdforge.engine import Runtime
-from kdforge.losses import regularization_samples
+from kdforge.losses import gradient_dominance_samples, regularization_samples
 from kdforge.methods import MethodSpec, Setup, build as build_method
 from kdforge.models import ModelSpec
 from kdforge.teachers import LiveTeacher
@@ -46,15 +47,19 @@ def test_counts_per_epoch_through_on_epoch_end(digits, name: str, params: dict) 
                           LiveTeacher(teacher), Setup.for_data(digits.spec, digits.train))
     logged: list[dict] = []
     ctx = SimpleNamespace(epoch=0, runtime=Runtime.from_env("cpu"), log=lambda **v: logged.append(v))
-    expected = 0
+    expected, at_one, grad = 0, 0, 0
     for rows in (torch.arange(0, 40), torch.arange(40, 100)):
         batch = digits.train.batch(rows)
         logits, _ = method.loss_terms(batch, ctx)
         with torch.no_grad():
-            expected += int(regularization_samples(logits, teacher(batch.x), batch.y, params["temperature"]).sum())
+            t = teacher(batch.x)
+            expected += int(regularization_samples(logits, t, batch.y, params["temperature"]).sum())
+            at_one += int(regularization_samples(logits, t, batch.y, 1.0).sum())
+            grad += int(gradient_dominance_samples(logits, t, batch.y, params["temperature"]).sum())
     saved = method.extra_state()
     method.on_epoch_end(ctx)
-    assert logged == [{"reg_samples": expected, "reg_fraction": expected / 100}]
+    assert logged == [{"reg_samples": expected, "reg_fraction": expected / 100, "reg_fraction_t1": at_one / 100,
+                       "reg_fraction_grad": grad / 100}]
     method.on_epoch_end(ctx)  # counts start again each epoch: an epoch without steps logs nothing
     assert len(logged) == 1
     method.load_extra_state(saved)  # a resumed run continues the epoch's count
@@ -78,3 +83,15 @@ def test_counter_off_by_default(digits, name: str, monkeypatch) -> None:
     method.loss_terms(digits.train.batch(torch.arange(0, 40)), ctx)
     method.on_epoch_end(ctx)
     assert calls == [] and logged == [] and method.extra_state() == {}
+
+
+def test_gradient_dominance_hand_values() -> None:
+    """D2 (issue 26 spec §2): |T (p^T_s,y - p^T_t,y) - (p_s,y - 1)| > |p_s,y - 1| at the true class."""
+    # two classes, label 0. Row 1: student and teacher equal -> variance gradient = -(bias gradient): a tie, not
+    # counted. Row 2: p_s = 0.9, teacher logits (0, 0): T = 1 gives 1 (0.9 - 0.5) + 0.1 = 0.5 > 0.1.
+    # Row 3: p_s = 0.5, teacher 0.9: -0.4 + 0.5 = 0.1 < 0.5.
+    s = torch.tensor([[0.0, 0.0], [math.log(9.0), 0.0], [0.0, 0.0]])
+    t = torch.tensor([[0.0, 0.0], [0.0, 0.0], [math.log(9.0), 0.0]])
+    y = torch.tensor([0, 0, 0])
+    assert gradient_dominance_samples(s, t, y).tolist() == [False, True, False]
+    assert gradient_dominance_samples(s, t, torch.eye(2)[y]).tolist() == [False, True, False]  # a distribution

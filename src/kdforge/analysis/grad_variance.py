@@ -26,9 +26,13 @@ class VarianceCurve:
     variance: list[float]
     lam_star: float
     floor: float
+    # argmin of the second moment E||a + lam d||^2 (not centred): -E<a, d> / E||d||^2. It differs from lam_star by
+    # the imperfect teacher's mean gradient, the form an SGD bound at the optimum uses (issue 26 spec §3).
+    lam_star_uncentered: float = float("nan")
 
     def as_dict(self) -> dict[str, object]:
-        return {"lambdas": self.lambdas, "variance": self.variance, "lam_star": self.lam_star, "floor": self.floor}
+        return {"lambdas": self.lambdas, "variance": self.variance, "lam_star": self.lam_star, "floor": self.floor,
+                "lam_star_uncentered": self.lam_star_uncentered}
 
 
 def _total_variance(g: Tensor) -> Tensor:
@@ -46,9 +50,11 @@ def variance_curve(a: Tensor, d: Tensor, lambdas: Sequence[float]) -> VarianceCu
     ac, dc = a - a.mean(0), d - d.mean(0)
     cov, var_d = float((ac * dc).sum(1).mean()), float((dc * dc).sum(1).mean())
     var_a = float((ac * ac).sum(1).mean())
+    second_d = float((d * d).sum(1).mean())
+    lam_u = -float((a * d).sum(1).mean()) / second_d if second_d > 0 else 0.0
     if var_d == 0:  # the distillation term changes nothing: every lam is optimal
-        return VarianceCurve(list(lambdas), measured, 0.0, var_a)
-    return VarianceCurve(list(lambdas), measured, -cov / var_d, var_a - cov * cov / var_d)
+        return VarianceCurve(list(lambdas), measured, 0.0, var_a, lam_u)
+    return VarianceCurve(list(lambdas), measured, -cov / var_d, var_a - cov * cov / var_d, lam_u)
 
 
 def _flat_grad(loss: Tensor, params: list[nn.Parameter]) -> Tensor:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 import kdforge.models as models
-from kdforge.analysis.bias_variance import ce_decomposition, mse_decomposition
+from kdforge.analysis.bias_variance import ce_decomposition, jackknife_se, leave_one_out, mse_decomposition
 from kdforge.analysis.grad_variance import (
     LinearProblem, batch_gradients, linear_measured_curve, linear_regression_variance, sgd_checkpoints, variance_curve,
 )
@@ -46,6 +46,11 @@ def ensemble_parts(n: int, parts: int, bootstrap: bool, seed: int = PART_SEED) -
         return [torch.randint(0, n, (n,), generator=g).sort().values for _ in range(parts)]
     perm, size = torch.randperm(n, generator=g), n // parts
     return [perm[i * size:(i + 1) * size].sort().values for i in range(parts)]
+
+
+def _member_name(part_seed: int, repeat: int, part: int) -> str:
+    """r{repeat}p{part} for the default partition (the folders earlier studies wrote), s{seed}r..p.. for others."""
+    return f"r{repeat}p{part}" if part_seed == PART_SEED else f"s{part_seed}r{repeat}p{part}"
 
 
 def _seconds_per_step(cfg: ExperimentConfig, bundle: DataBundle, teacher: torch.nn.Module | None) -> float:
@@ -83,6 +88,16 @@ def _duration(seconds: float) -> str:
 def _member_logits(run_dir: Path, bundle: DataBundle, cfg: ExperimentConfig) -> Tensor:
     student = models.load_model(run_dir / "student")
     return predict(student, bundle.test, cfg.data.eval_batch_size, resolve_device(cfg.train.device))
+
+
+def _member_fit(run_dir: Path, bundle: DataBundle, index: Tensor, cfg: ExperimentConfig) -> dict[str, float]:
+    """The member's final error and CE on its own training part (eval mode, no augmentation): whether it
+    interpolates, which places the variance peak against the interpolation threshold (issue 26 spec §1)."""
+    part = take(bundle.train, index)
+    student = models.load_model(run_dir / "student")
+    fit = classification_metrics(predict(student, part, cfg.data.eval_batch_size, resolve_device(cfg.train.device)),
+                                 part.y)
+    return {"train_error": 1.0 - fit["top1"], "train_ce": fit["nll"]}
 
 
 def _reg_curve(run_dir: Path) -> list[float]:
@@ -124,7 +139,17 @@ def _summarize_variant(variant: Variant, logits: Tensor, labels: Tensor, members
         "reliability": reliability_bins(logits.reshape(-1, logits.shape[-1]), labels.repeat(len(logits))),
         "reg_fraction_per_epoch": reg_mean, "reg_fraction_final": reg_mean[-1] if reg_mean else None,
         "per_sample": {"bias": ce.bias.tolist(), "variance": ce.variance.tolist()},
+        **_jackknife(logp, labels),
     }
+
+
+def _jackknife(logp: Tensor, labels: Tensor) -> dict[str, Any]:
+    """Leave-one-member-out estimates (members in `members` order, so two studies over the same parts pair by
+    index) and the jackknife SE of every test-mean quantity; nothing below 3 members."""
+    if len(logp) < 3:
+        return {}
+    loo = leave_one_out(logp, labels)
+    return {"leave_one_out": loo, "jackknife_se": {k: jackknife_se(v) for k, v in loo.items()}}
 
 
 def _versus_reference(variants: list[dict[str, Any]]) -> None:
@@ -143,33 +168,42 @@ def _versus_reference(variants: list[dict[str, Any]]) -> None:
 
 def bias_variance_study(cfg: ExperimentConfig, variants: list[Variant], parts: int, out: Path,
                         repeats: int = 1, bootstrap: bool = False, resume: bool = False,
-                        overwrite: bool = False) -> dict[str, Any]:
-    """Train `parts` x `repeats` students per variant (member seeds differ) and decompose their test loss."""
+                        overwrite: bool = False, part_seeds: Sequence[int] = (PART_SEED,)) -> dict[str, Any]:
+    """Train `parts` x `repeats` students per variant and partition (member seeds differ) and decompose their test
+    loss. Several `part_seeds` pool independent partitions of the training split, as Yang et al.'s CE protocol
+    pools two runs of `np.split(permutation)` (their README: "5 * 2 = 10" models); `repeats` reuses one partition
+    with other seeds, which measures initialization/SGD variance on fixed data, not data variance."""
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {repeats}")
+    if not part_seeds or len(set(part_seeds)) != len(part_seeds):
+        raise ConfigError(f"--part-seed values must be given once each, got {list(part_seeds)}")
     bundle = build_data(cfg.data)
     if bundle.test is None or bundle.test.y is None:
         raise ConfigError(f"data {cfg.data.name!r} has no labelled test split to decompose the loss on")
-    index = ensemble_parts(len(bundle.train), parts, bootstrap)
+    members_at = [(ps, r, p) for ps in part_seeds for r in range(repeats) for p in range(parts)]
+    index = {ps: ensemble_parts(len(bundle.train), parts, bootstrap, ps) for ps in part_seeds}
     teacher = prepare_teacher(cfg, bundle) if cfg.teacher is not None else None  # on the whole training split
-    jobs = [(v, r, p) for v in variants for r in range(repeats) for p in range(parts)]
-    todo = [(METHODS[v.method.name].needs_teacher, len(index[p])) for v, r, p in jobs
-            if not (resume and (out / v.folder / f"r{r}p{p}" / "summary.json").exists())]
+    jobs = [(v, ps, r, p) for v in variants for ps, r, p in members_at]
+    todo = [(METHODS[v.method.name].needs_teacher, len(index[ps][p])) for v, ps, r, p in jobs
+            if not (resume and (out / v.folder / _member_name(ps, r, p) / "summary.json").exists())]
     est = estimate_seconds(cfg, bundle, teacher, todo)
     print(f"bias-variance: {len(jobs)} trainings ({len(todo)} to run), about {_duration(est)} on this machine",
           flush=True)
-    spec = {"parts": parts, "bootstrap": bootstrap, "seed": PART_SEED}
+    spec: dict[str, Any] = {"parts": parts, "bootstrap": bootstrap, "seed": part_seeds[0]}
+    if len(part_seeds) > 1:
+        spec["part_seeds"] = list(part_seeds)
     results, labels = [], bundle.test.y
     for v in variants:
         members, logits, curves = [], [], []
-        for r in range(repeats):
-            for p in range(parts):
-                run_dir = out / v.folder / f"r{r}p{p}"
-                summary = _train_member(cfg, v, bundle, index[p], p, cfg.seed + r * parts + p, run_dir, resume,
-                                        overwrite, spec)
-                members.append({"part": p, "repeat": r, "seed": summary["seed"], "run_dir": str(run_dir)})
-                logits.append(_member_logits(run_dir, bundle, cfg))
-                curves.append(_reg_curve(run_dir))
+        for k, (ps, r, p) in enumerate(members_at):
+            run_dir = out / v.folder / _member_name(ps, r, p)
+            # a single partition keeps the member seeds it always had; pooled ones continue the count
+            summary = _train_member(cfg, v, bundle, index[ps][p], p, cfg.seed + k, run_dir, resume, overwrite,
+                                    {"parts": parts, "bootstrap": bootstrap, "seed": ps})
+            members.append({"part": p, "repeat": r, "part_seed": ps, "seed": summary["seed"], "run_dir": str(run_dir),
+                            **_member_fit(run_dir, bundle, index[ps][p], cfg)})
+            logits.append(_member_logits(run_dir, bundle, cfg))
+            curves.append(_reg_curve(run_dir))
         results.append(_summarize_variant(v, torch.stack(logits), labels, members, curves))
     _versus_reference(results)
     report: dict[str, Any] = {"kind": "bias_variance", "name": cfg.name, "data": cfg.data.name,

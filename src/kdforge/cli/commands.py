@@ -26,6 +26,15 @@ def _results(args: argparse.Namespace) -> None:
 
     if args.results_command == "table":
         print(table_for(args.plan, args.results_dir), end="")
+    elif args.results_command == "association":
+        from kdforge.plans.association import describe, rank_association
+        from kdforge.plans.tables import by_row
+
+        plan = load_plan(plan_path(args.plan, args.results_dir))
+        records = read_records(args.results_dir / f"{plan.key}.jsonl")
+        keep = [r.strip() for r in args.rows.split(",")] if args.rows else [r.label for r in plan.rows]
+        x, y = by_row(plan, records, args.x), by_row(plan, records, args.y)
+        print(describe(rank_association({r: x[r] for r in keep if r in x}, y), args.x, args.y), end="")
     elif args.results_command == "figure":
         plan = load_plan(plan_path(args.plan, args.results_dir))
         out = args.out or Path("docs/img") / f"results_{plan.key}.png"
@@ -44,13 +53,27 @@ def _analyze(args: argparse.Namespace) -> None:
     from kdforge.analysis.summary import summary_table
     from kdforge.api import load_config
 
+    if args.analysis == "kdvr":
+        from kdforge.analysis.kdvr import kdvr_study
+
+        kdvr_study(args.driver, args.out, sliver=args.sliver, extra=tuple(args.overrides))
+        print(f"written to {args.out}/kdvr.json")
+        return
+    if args.analysis in ("sweep", "sweep-figure"):
+        from kdforge.analysis import sweep
+
+        if args.analysis == "sweep":
+            sweep.run_sweep(args.sweep, args.out, sliver=args.sliver, extra=tuple(args.overrides))
+        print(f"figure: {sweep.sweep_figure(args.out, getattr(args, 'png', None))}; numbers: {args.out}/sweep.json")
+        return
     if args.analysis == "linear":
         report = study.linear_study(args.out, args.lambdas, batches=args.batches)
     elif args.analysis == "bias-variance":
         cfg = load_config(args.config, args.overrides)
         report = study.bias_variance_study(cfg, study.parse_variants(cfg, args.methods), args.parts, args.out,
                                            repeats=args.repeats, bootstrap=args.bootstrap, resume=args.resume,
-                                           overwrite=args.overwrite)
+                                           overwrite=args.overwrite,
+                                           part_seeds=args.part_seeds or [study.PART_SEED])
     else:
         report = study.grad_variance_study(load_config(args.config, args.overrides), args.lambdas, args.batches,
                                            args.temperature, args.out, resume=args.resume, overwrite=args.overwrite,

@@ -156,6 +156,9 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     bv.add_argument("--parts", type=int, default=4, help="members per method (disjoint parts of the training split)")
     bv.add_argument("--repeats", type=int, default=1, help="independent runs over the same parts (other seeds)")
     bv.add_argument("--bootstrap", action="store_true", help="bootstrap resamples instead of disjoint parts")
+    bv.add_argument("--part-seed", type=int, action="append", default=None, dest="part_seeds",
+                    help="seed of the partition into parts (default 1234); repeat to pool independent partitions, "
+                         "as Yang et al.'s CE protocol pools two")
     gv = an_sub.add_parser("grad-variance", help="variance of the student's mini-batch gradient vs the KD weight")
     _config_args(gv)
     gv.add_argument("--lambdas", type=_floats, default=[i / 10 for i in range(11)],
@@ -168,7 +171,17 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     lin.add_argument("--lambdas", type=_floats, default=[i / 20 for i in range(21)],
                      help="KD weights, separated by commas")
     lin.add_argument("--batches", type=int, default=2000, help="mini-batches the variance is estimated over")
-    for sp in (bv, gv, lin):
+    sw = an_sub.add_parser("sweep", help="a bias-variance study per point of a grid (configs/sweeps/*.yaml), resumable")
+    sw.add_argument("sweep", type=Path, help="sweep file, e.g. configs/sweeps/yang_width_fashion_mnist.yaml")
+    sw.add_argument("overrides", nargs="*", help="key=value overrides added to every point")
+    sw.add_argument("--sliver", action="store_true", help="the sweep's quick settings (teachers kept under --out)")
+    kv = an_sub.add_parser("kdvr", help="KDVR's lam sweep per teacher quality: gradient variance and final loss")
+    kv.add_argument("driver", type=Path, help="driver file, e.g. configs/sweeps/kdvr_mnist_linear.yaml")
+    kv.add_argument("overrides", nargs="*", help="key=value overrides of the base config")
+    kv.add_argument("--sliver", action="store_true", help="tiny settings: short teachers, one seed, 1 epoch")
+    fig = an_sub.add_parser("sweep-figure", help="bias, variance, risk vs x (log) with +-2 jackknife SE")
+    fig.add_argument("--png", type=Path, default=None, help="figure file (default OUT/sweep.png)")
+    for sp in (bv, gv, lin, sw, fig, kv):
         sp.add_argument("--out", type=Path, required=True, help="output folder (analysis.json, run folders)")
     for sp in (bv, gv):
         sp.add_argument("--resume", action="store_true", help="reuse finished runs and continue unfinished ones")
@@ -200,5 +213,11 @@ def _results_parser(sub: argparse._SubParsersAction) -> None:
     dc.add_argument("files", type=Path, nargs="*", help="Markdown files",
                     default=[Path("docs/results.md"), Path("docs/analysis.md"), Path("docs/claims.md")])
     dc.add_argument("--check", action="store_true", help="write nothing; fail if a section differs from its records")
-    for sp in (tb, fg, dc):
+    ra = rs_sub.add_parser("association", help="Spearman rho across a plan's rows of two metrics' seed means, "
+                                               "with a bootstrap over seeds stratified by row")
+    ra.add_argument("plan", help="plan key or plan file")
+    ra.add_argument("--x", required=True, help="first metric, e.g. method.reg_fraction")
+    ra.add_argument("--y", default="top1", help="second metric")
+    ra.add_argument("--rows", default=None, help="comma-separated row labels (default: every row)")
+    for sp in (tb, fg, dc, ra):
         sp.add_argument("--results-dir", type=Path, default=Path("results"), help="where <key>.jsonl files are")

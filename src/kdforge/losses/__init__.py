@@ -69,7 +69,7 @@ from kdforge.losses.slam import (
 from kdforge.losses.sp import similarity_matrix, sp_loss
 from kdforge.losses.token_kd import forward_kl_loss, generalized_jsd_loss, reverse_kl_loss
 from kdforge.losses.vid import vid_log_scale_init, vid_nll, vid_variance
-from kdforge.losses.wsl import regularization_samples, wsl_loss, wsl_weights
+from kdforge.losses.wsl import gradient_dominance_samples, regularization_samples, wsl_loss, wsl_weights
 
 __all__ = [
     "Positions",
@@ -77,6 +77,7 @@ __all__ = [
     "class_dim",
     "forward_kl_loss",
     "generalized_jsd_loss",
+    "gradient_dominance_samples",
     "reverse_kl_loss",
     "average_views",
     "cautious_pl_loss",

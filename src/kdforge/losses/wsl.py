@@ -71,3 +71,22 @@ def regularization_samples(student_logits: Tensor, teacher_logits: Tensor, label
         ce_student = hard_cross_entropy(student_logits / temperature, labels, reduction="none", dim=dim)
         ce_teacher = hard_cross_entropy(teacher_logits / temperature, labels, reduction="none", dim=dim)
     return ce_student < ce_teacher
+
+
+def gradient_dominance_samples(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                               temperature: float = 1.0) -> Tensor:
+    """An exploratory reading of Zhou et al.'s regularization samples (issue 26 spec §2, "D2"; from third-party
+    summaries, not the paper's text): the samples whose variance-term gradient outweighs the bias-term gradient at
+    the true-class logit, |d(L_kd - L_ce)/dz_y| > |dL_ce/dz_y|, with L_ce = CE(s, y) at T = 1 and L_kd =
+    T^2 CE(softmax(t/T), softmax(s/T)): dL_ce/dz_y = p_s,y - 1 and dL_kd/dz_y = T (p^T_s,y - p^T_t,y).
+    A bool per row of [B, C] logits (classes last); `labels` int64 [B], or a float distribution (its argmax class).
+    No gradient."""
+    with torch.no_grad():
+        y = labels if not labels.is_floating_point() else labels.argmax(-1)
+        y = y[:, None]
+        p_s = student_logits.softmax(-1).gather(1, y).squeeze(1)
+        soft_s = (student_logits / temperature).softmax(-1).gather(1, y).squeeze(1)
+        soft_t = (teacher_logits / temperature).softmax(-1).gather(1, y).squeeze(1)
+        bias_grad = p_s - 1.0
+        variance_grad = temperature * (soft_s - soft_t) - bias_grad
+    return variance_grad.abs() > bias_grad.abs()
