@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from difflib import get_close_matches
 from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -75,3 +76,25 @@ def signature_model(fn: Callable[..., Any], skip: int = 1) -> type[BaseModel]:
         fields[name] = (hints.get(name, Any), default)
     return create_model(f"{getattr(fn, '__name__', 'builder')}_params",
                         __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+
+def load_yaml_model(path: str | Path, model: type[M], what: str, where: str, holds: str) -> M:
+    """The YAML mapping in `path` validated as `model` (its `key` defaults to the file's stem): one ConfigError line
+    naming the file for a missing file (`where` says where such files live), bad YAML, a non-mapping (`holds`
+    names its main keys) or a bad key. Plans, sweeps and drivers are read through this one function."""
+    import yaml  # here, not at the top: the engine imports this module and loads no YAML
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; {where}")
+    try:
+        raw: Any = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping with {holds}")
+    raw.setdefault("key", path.stem)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{what} {path}: {describe_errors(e, '')}") from None

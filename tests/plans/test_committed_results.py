@@ -47,3 +47,14 @@ def test_claims_name_existing_plans_and_rows() -> None:
         for ev in claim.evidence:
             labels = {r.label for r in load_plan(REPO / "results" / "plans" / f"{ev.plan}.yaml").rows}
             assert {ev.a, ev.b} <= labels, f"{claim.claim}: {ev.a!r} or {ev.b!r} is not a row of {ev.plan}"
+
+
+def test_results_figure_cli_writes_its_default_file(tmp_path, monkeypatch):
+    """`kdforge results figure KEY` without --out writes docs/img/results_KEY.png under the working folder."""
+    from kdforge.cli import main
+
+    results = Path(__file__).resolve().parents[2] / "results"
+    monkeypatch.chdir(tmp_path)
+    assert main(["results", "figure", "cpl_official", "--results-dir", str(results)]) in (0, None)
+    png = tmp_path / "docs" / "img" / "results_cpl_official.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 import kdforge.models as models
 from kdforge.analysis.study import grad_variance_study
@@ -28,7 +27,7 @@ from kdforge.engine import resolve_device, seed_everything
 from kdforge.engine.metrics import classification_metrics
 from kdforge.errors import ConfigError
 from kdforge.fileio import atomic_write_text
-from kdforge.options import describe_errors
+from kdforge.options import load_yaml_model
 from kdforge.plans.plan import config_path, slug
 from kdforge.plans.stats import paired, summarize
 
@@ -57,19 +56,8 @@ class KdvrSpec(BaseModel):
 
 
 def load_spec(path: Path) -> KdvrSpec:
-    if not path.is_file():
-        raise ConfigError(f"driver file {path} does not exist; they live in configs/sweeps/<key>.yaml")
-    try:
-        raw: Any = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"driver file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"driver file {path} must hold a mapping with config, lambdas, seeds and teachers")
-    raw.setdefault("key", path.stem)
-    try:
-        spec = KdvrSpec.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(f"driver file {path}: {describe_errors(e, '')}") from None
+    spec = load_yaml_model(path, KdvrSpec, "driver file", "they live in configs/sweeps/<key>.yaml",
+                           "config, lambdas, seeds and teachers")
     if sorted(spec.lambdas) != spec.lambdas or not 0 <= spec.lambdas[0] <= spec.lambdas[-1] <= 1:
         raise ConfigError(f"driver file {path}: lambdas must increase within [0, 1], got {spec.lambdas}")
     return spec

@@ -12,14 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kdforge.analysis.bias_variance import paired_jackknife_se
 from kdforge.analysis.study import PART_SEED, bias_variance_study, parse_variants
 from kdforge.errors import ConfigError, require_extra
 from kdforge.fileio import atomic_write_text
-from kdforge.options import describe_errors
+from kdforge.options import load_yaml_model
 from kdforge.plans.plan import config_path, slug
 
 QUANTITIES = ("bias", "variance", "risk", "mse_bias", "mse_variance")
@@ -58,19 +57,8 @@ class Sweep(BaseModel):
 
 
 def load_sweep(path: Path) -> Sweep:
-    if not path.is_file():
-        raise ConfigError(f"sweep file {path} does not exist; sweeps live in configs/sweeps/<key>.yaml")
-    try:
-        raw: Any = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"sweep file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"sweep file {path} must hold a mapping with title, config and points")
-    raw.setdefault("key", path.stem)
-    try:
-        return Sweep.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(f"sweep file {path}: {describe_errors(e, '')}") from None
+    return load_yaml_model(path, Sweep, "sweep file", "sweeps live in configs/sweeps/<key>.yaml",
+                           "title, config and points")
 
 
 def run_sweep(path: Path, out: Path, sliver: bool = False, extra: tuple[str, ...] = ()) -> dict[str, Any]:

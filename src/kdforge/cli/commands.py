@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import textwrap
+from pathlib import Path
 
 from kdforge.errors import KdforgeError
 

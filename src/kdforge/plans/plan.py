@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kdforge.options import describe_errors
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kdforge.options import load_yaml_model
 from kdforge.errors import ConfigError
 
 
@@ -65,20 +64,8 @@ class Plan(BaseModel):
 
 def load_plan(path: str | Path) -> Plan:
     """The plan in `path`, or one ConfigError line naming the file and the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"plan file {path} does not exist; plans live in results/plans/<key>.yaml")
-    try:
-        raw: Any = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"plan file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"plan file {path} must hold a mapping with key, title, seeds and rows")
-    raw.setdefault("key", path.stem)
-    try:
-        return Plan.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(f"plan file {path}: {describe_errors(e, '')}") from None
+    return load_yaml_model(path, Plan, "plan file", "plans live in results/plans/<key>.yaml",
+                           "key, title, seeds and rows")
 
 
 def slug(label: str) -> str:
