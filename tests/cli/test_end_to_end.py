@@ -33,8 +33,9 @@ def _resume_args(run_dir: Path, teachers: Path) -> list[str]:
     return _args(run_dir, teachers, train=600, epochs=5, test=200, teacher_epochs=1)
 
 
-def test_distill_then_eval(tmp_path):
-    proc = subprocess.run(_cli("distill", *_args(tmp_path / "run", tmp_path / "t"), "train.epochs=2"),
+def test_distill_then_eval(tmp_path, teacher_store):
+    # the session's teacher store: methods/test_fitnet.py trains the same teacher (same data, model and recipe)
+    proc = subprocess.run(_cli("distill", *_args(tmp_path / "run", teacher_store), "train.epochs=2"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
