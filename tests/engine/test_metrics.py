@@ -1,10 +1,13 @@
 import torch
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from kdforge.engine.metrics import agreement_metrics, classification_metrics, expected_calibration_error
 
 
 def test_ece_matches_torchmetrics():
+    # here, not at the top: importing torchmetrics (scipy.signal, ...) takes seconds, and every xdist worker
+    # collects every file
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(500, 7, generator=g) * 3
     labels = torch.randint(0, 7, (500,), generator=g)

@@ -79,10 +79,11 @@ def test_hint_stage_trains_only_up_to_the_guided_layer(digits, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not present")
-def test_fitnet_config_runs_and_exports_the_student_alone(tmp_path):
+def test_fitnet_config_runs_and_exports_the_student_alone(tmp_path, teacher_store):
+    # the session's teacher store: cli/test_end_to_end.py distills from the same teacher (data, model and recipe)
     cfg = kdforge.load_config("configs/fashion_mnist_fitnet.yaml", [
         "data.train_subset=6000", "data.test_subset=1000", "train.epochs=3", "teacher.recipe.train.epochs=2",
-        f"teacher.store_dir={tmp_path / 't'}", f"output_dir={tmp_path / 'run'}", "train.progress=false",
+        f"teacher.store_dir={teacher_store}", f"output_dir={tmp_path / 'run'}", "train.progress=false",
         "teacher.recipe.train.progress=false"])
     summary = kdforge.run(cfg)
     assert summary["test"]["top1"] > 0.6
