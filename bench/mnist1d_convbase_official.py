@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,10 +33,7 @@ from kdforge.data.sources.mnist1d import FILE, PINNED_SHA256, load_arrays
 from kdforge.data.splits import stratified_split
 from kdforge.registry import DATASETS
 
-
-# The line-by-line port of notebooks/models.py:36-54 lives once, in the test that checks kdforge's cnn1d against it.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "models"))
-from test_cnn1d import OfficialConvBase as ConvBase  # noqa: E402
+from _mnist1d_official import OfficialConvBase as ConvBase  # bench/_mnist1d_official.py: the port, kept once
 
 
 def accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:

@@ -186,10 +186,10 @@ def components(args, bundle, teacher, teacher_path: Path, tmp: Path) -> dict[str
         lambda: [predict(teacher, s, 1000, torch.device("cpu")) for s in (bundle.val, bundle.test)], 3, warmup=0)
 
     # checkpoint: the whole _save, and its parts through wrappers on the module's own names
-    parts: dict[str, list[float]] = {"weights: safetensors bytes (tensors_bytes)": [0.0],
-                                     "write + sha256 from memory (weights, state.pt)": [0.0],
+    parts: dict[str, list[float]] = {"weights: safetensors bytes, write + sha256 from memory": [0.0],
+                                     "state.pt: write + sha256 from memory": [0.0],
                                      "fsync (3 files)": [0.0], "latest.json (atomic write + fsync)": [0.0]}
-    originals = {k: getattr(ckpt_mod, k) for k in ("tensors_bytes", "_write_bytes", "_fsync_dir_files",
+    originals = {k: getattr(ckpt_mod, k) for k in ("write_tensors", "write_checked", "_fsync_dir_files",
                                                     "atomic_write_text")}
 
     def wrap(name: str, key: str):

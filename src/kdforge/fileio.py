@@ -67,19 +67,39 @@ class TensorFileError(KdforgeError):
         self.path, self.problem, self.detail = path, problem, detail
 
 
-def write_tensors(path: str | Path, tensors: Mapping[str, Tensor]) -> dict[str, Any]:
-    """Write `tensors` as a safetensors file, atomically; returns {"sha256", "bytes"} for the record beside it,
-    which `read_tensors` checks. The bytes are those of `safetensors.torch.save` (no metadata)."""
-    data = tensors_bytes(tensors)
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+def write_tensors(path: str | Path, tensors: Mapping[str, Tensor], *, atomic: bool = True) -> dict[str, Any]:
+    """Write `tensors` as a safetensors file (the bytes of `safetensors.torch.save`, no metadata); returns
+    {"sha256", "bytes"} for the record beside it, which `read_tensors` checks. `atomic` as `write_checked`."""
+    from safetensors.torch import save
+
+    return write_checked(path, save(dict(tensors)), atomic=atomic)
+
+
+def write_checked(path: str | Path, data: bytes | memoryview, *, atomic: bool = True) -> dict[str, Any]:
+    """Write `data` to `path`; {"sha256", "bytes"} of it, taken from the bytes in memory (no re-read), for
+    `read_checked`. `atomic=False` writes in place, unsynced: for a file inside a temporary folder that is
+    fsynced and renamed into place as a whole (a checkpoint)."""
+    if atomic:
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
     return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def tensors_bytes(tensors: Mapping[str, Tensor]) -> bytes:
-    """The bytes `write_tensors` writes: `safetensors.torch.save` of `tensors`, no metadata."""
-    from safetensors.torch import save
-
-    return save(dict(tensors))
+def read_checked(path: str | Path, sha256: str) -> bytes:
+    """The bytes of a file `write_checked` wrote, after checking them against `sha256`; TensorFileError when
+    missing, unreadable or different."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TensorFileError(path, "missing") from None
+    except OSError as e:
+        raise TensorFileError(path, "unreadable", str(e.strerror or e)) from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise TensorFileError(path, "mismatch", f"{len(data)} bytes")
+    return data
 
 
 def read_tensors(path: str | Path, sha256: str, mmap: bool = False) -> dict[str, Tensor]:
@@ -90,24 +110,22 @@ def read_tensors(path: str | Path, sha256: str, mmap: bool = False) -> dict[str,
     from safetensors.torch import load
 
     path = Path(path)
+    if not mmap:
+        data = read_checked(path, sha256)
+        try:
+            return load(data)
+        except SafetensorError as e:
+            raise TensorFileError(path, "invalid", str(e)) from None
     try:
-        if mmap:
-            if sha256_of(path) != sha256:
-                raise TensorFileError(path, "mismatch")
-            return _mmap_safetensors(path)
-        data = path.read_bytes()
+        if sha256_of(path) != sha256:
+            raise TensorFileError(path, "mismatch")
+        return _mmap_safetensors(path)
     except FileNotFoundError:
         raise TensorFileError(path, "missing") from None
     except OSError as e:
         raise TensorFileError(path, "unreadable", str(e.strerror or e)) from None
     except (ValueError, KeyError, TypeError, struct.error) as e:  # a header that is not safetensors'
         raise TensorFileError(path, "invalid", str(e)[:200]) from None
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise TensorFileError(path, "mismatch", f"{len(data)} bytes")
-    try:
-        return load(data)
-    except SafetensorError as e:
-        raise TensorFileError(path, "invalid", str(e)) from None
 
 
 _NUMPY_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "I64": "int64", "I32": "int32",

@@ -57,7 +57,7 @@ def test_a_failing_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeyp
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("kdforge.engine.checkpoint._write_bytes", disk_full)
+    monkeypatch.setattr("kdforge.engine.checkpoint.write_tensors", disk_full)
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(tmp_path, checkpoint_name(1), module, {"epoch": 1})
     assert latest_checkpoint(tmp_path).name == "epoch_0000" and load_checkpoint(tmp_path / "epoch_0000")

@@ -2,6 +2,9 @@
 notebooks/models.py:36-54): the same initial weights from the same seed and the same logits."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -10,26 +13,11 @@ from kdforge.config.schema import ModelConfig
 from kdforge.data.types import DataSpec
 from kdforge.models import build
 
+# The port lives once, beside the bench script that trains it in the official loop (bench/_mnist1d_official.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from _mnist1d_official import OfficialConvBase  # noqa: E402
+
 SPEC = DataSpec("mnist1d", (40,), 10)
-
-
-class OfficialConvBase(nn.Module):
-    """notebooks/models.py:36-54 as written there (less the print in __init__)."""
-
-    def __init__(self, output_size: int, channels: int = 25, linear_in: int = 125) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv1d(1, channels, 5, stride=2, padding=1)
-        self.conv2 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
-        self.conv3 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
-        self.linear = nn.Linear(linear_in, output_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.view(-1, 1, x.shape[-1])
-        h1 = self.conv1(x).relu()
-        h2 = self.conv2(h1).relu()
-        h3 = self.conv3(h2).relu()
-        h3 = h3.view(h3.shape[0], -1)
-        return self.linear(h3)
 
 
 def _pair(seed: int) -> tuple[nn.Module, OfficialConvBase]:

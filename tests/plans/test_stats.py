@@ -41,3 +41,12 @@ def test_paired_verdicts() -> None:
     assert paired({0: 1.0, 1: 1.0, 2: 1.0}, {0: 1.1, 1: 0.9, 2: 1.05}).verdict == "tie"
     assert paired({0: 1.0}, {0: 2.0}).verdict == "tie"  # one seed: no interval, no ordering
     assert paired({0: 1.0}, {1: 2.0}) is None
+
+
+def test_paired_shown_is_what_tables_and_claims_print() -> None:
+    p = paired({0: 0.80, 1: 0.82, 2: 0.79}, {0: 0.84, 1: 0.83, 2: 0.82})
+    mean, interval = p.shown(100)
+    assert mean == f"{p.mean * 100:+.2f}" and mean.startswith("+")
+    assert interval == f"[{p.low * 100:+.2f}, {p.high * 100:+.2f}]"
+    assert p.shown()[0] == f"{p.mean:+.2f}"  # scale 1: the metric as logged
+    assert paired({0: 1.0}, {0: 0.5}).shown() == ("-0.50", None)  # one seed: no interval

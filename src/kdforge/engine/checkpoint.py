@@ -6,7 +6,6 @@ and `latest.json` is replaced atomically after it, so a kill at any moment leave
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -22,7 +21,8 @@ import torch
 from torch import nn
 
 from kdforge.errors import CheckpointError
-from kdforge.fileio import DIR_MODE, FILE_MODE, TensorFileError, atomic_write_text, read_tensors, sha256_of, tensors_bytes
+from kdforge.fileio import (DIR_MODE, FILE_MODE, TensorFileError, atomic_write_text, read_checked, read_tensors,
+                            write_checked, write_tensors)
 
 WEIGHTS, STATE, META, LATEST = "weights.safetensors", "state.pt", "meta.json", "latest.json"
 
@@ -60,14 +60,15 @@ def save_checkpoint(ckpt_dir: Path, name: str, module: nn.Module, state: dict[st
     final = ckpt_dir / name
     tmp = Path(tempfile.mkdtemp(dir=ckpt_dir, prefix=f".{final.name}."))
     try:
-        # Each file is written once into the temporary folder, its sha256 taken from the bytes in memory (no
-        # re-read), and every file fsynced once below; the folder's rename is what makes the checkpoint atomic.
+        # Each file is written once into the temporary folder (not atomically: the folder's rename is what makes
+        # the checkpoint atomic), its sha256 taken from the bytes in memory, and every file fsynced once below.
         weights = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
-        weights_sum = _write_bytes(tmp / WEIGHTS, tensors_bytes(weights))
+        weights_sum = write_tensors(tmp / WEIGHTS, weights, atomic=False)["sha256"]
         buffer = io.BytesIO()
         torch.save(state, buffer)
+        state_sum = write_checked(tmp / STATE, buffer.getbuffer(), atomic=False)["sha256"]
         meta = {"epoch": state.get("epoch"), "batch": state.get("batch"), "step": state.get("step"),
-                "sha256": {WEIGHTS: weights_sum, STATE: _write_bytes(tmp / STATE, buffer.getbuffer())}}
+                "sha256": {WEIGHTS: weights_sum, STATE: state_sum}}
         (tmp / META).write_text(json.dumps(meta, indent=2))
         _fsync_dir_files(tmp)
         os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700
@@ -82,13 +83,6 @@ def save_checkpoint(ckpt_dir: Path, name: str, module: nn.Module, state: dict[st
     atomic_write_text(ckpt_dir / LATEST, json.dumps(pointer))
     _prune(ckpt_dir, keep)
     return final
-
-
-def _write_bytes(path: Path, data: bytes | memoryview) -> str:
-    """Write `data` to `path` (inside a checkpoint's temporary folder); its sha256."""
-    with open(path, "wb") as f:
-        f.write(data)
-    return hashlib.sha256(data).hexdigest()
 
 
 def _fsync_dir_files(folder: Path) -> None:
@@ -144,12 +138,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         f = path / name
         if not f.exists():
             raise CheckpointError(f"{f} is missing; the checkpoint is incomplete, resume from an earlier one")
-    if sha256_of(path / STATE) != sums.get(STATE):
-        raise CheckpointError(f"{path / STATE} is truncated or corrupt (sha256 mismatch); resume from an earlier "
-                              "checkpoint")
-    try:
+    try:  # the state first: when both are damaged, the error names state.pt, as it always has
+        state = torch.load(io.BytesIO(read_checked(path / STATE, str(sums.get(STATE)))), weights_only=True)
         weights = read_tensors(path / WEIGHTS, str(sums.get(WEIGHTS)))
-        state = torch.load(path / STATE, weights_only=True)
     except TensorFileError as err:
         if err.problem == "mismatch":
             raise CheckpointError(f"{err.path} is truncated or corrupt (sha256 mismatch); resume from an earlier "

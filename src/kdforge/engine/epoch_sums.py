@@ -9,7 +9,6 @@ from torch import Tensor
 
 from kdforge.engine.runtime import Runtime
 
-NEVER = 2**62  # no non-finite step yet (the deferred finiteness check's "none")
 
 
 def fresh_sums(device: torch.device) -> dict[str, Any]:

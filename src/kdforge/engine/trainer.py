@@ -22,7 +22,8 @@ from kdforge.data.seeds import hash_seed
 from kdforge.data.types import Split
 from kdforge.engine.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from kdforge.engine.contract import Plan, StepContext, TrainMethod
-from kdforge.engine.epoch_sums import NEVER, add_to, epoch_means, fresh_sums, total_loss
+from kdforge.engine.epoch_sums import add_to, epoch_means, fresh_sums, total_loss
+from kdforge.engine.finite import DeferredFinite
 from kdforge.engine.log import RunLogger, make_progress
 from kdforge.engine.metrics import evaluate
 from kdforge.engine.result import EpochCallback, ExtraMetrics, FitResult, Metrics
@@ -86,6 +87,7 @@ class Trainer:
         self._position: tuple[int, int, int, int | None, dict[str, Any] | None] | None = None
         #: check the loss's finiteness where the loop syncs anyway rather than every step (see train_epoch)
         self.defer_finite_check = self.runtime.device.type != "cpu"
+        self._finite = DeferredFinite(self.runtime.device)
 
     # ---- public -------------------------------------------------------------------------------------------
     def prepare(self, resume: bool = False, overwrite: bool = False) -> None:
@@ -157,7 +159,9 @@ class Trainer:
         # Non-finite losses: on the CPU reading the flag costs nothing, so every step is checked at once; on an
         # accelerator a read would wait for the step, so the first bad step is kept on the device and read only
         # where the loop reads the device anyway (a logged step, a checkpoint, the end of the epoch).
-        deferred, first_bad, first = self.defer_finite_check, None, (start_batch, step)
+        deferred = self._finite if self.defer_finite_check else None
+        if deferred is not None:
+            deferred.start(start_batch, step)
         save_due = False  # a mid-epoch checkpoint is due, taken at the next optimizer step (engine/stepping.py)
         for i, batch in enumerate(self.loader.epoch(epoch, start=start_batch), start=start_batch):
             ctx.step, ctx.batch_index = step, i
@@ -168,9 +172,8 @@ class Trainer:
             with self.stepping.autocast():
                 out = method.training_step(batch, ctx)
             loss = total_loss(out.terms)
-            if deferred:
-                bad = torch.where(torch.isfinite(loss.detach()), NEVER, step)
-                first_bad = bad if first_bad is None else torch.minimum(first_bad, bad)
+            if deferred is not None:
+                deferred.add(loss)
             elif not torch.isfinite(loss):
                 raise TrainingDiverged(self._diverged_message(out.terms, epoch, i, step))
             step += 1
@@ -185,16 +188,16 @@ class Trainer:
             log_now = logger is not None and step % self.cfg.log_every == 0
             save_due = save_due or (every is not None and step % every == 0)
             save_now = save_due and self.stepping.last and i + 1 < self.plan.steps_per_epoch
-            if deferred and (log_now or save_now):
-                self._raise_if_diverged(first_bad, first, out.terms, epoch)
+            if deferred is not None and (log_now or save_now):
+                self._raise_if_diverged(deferred, out.terms, epoch)
             if log_now:
                 logger.log("step", step, epoch=epoch, loss=float(loss.detach()), lr=self._lr(),
                            **{k: float(v.detach()) for k, v in out.terms.items()})
             if save_now:
                 save_due = False
                 self._save(epoch, step, batch=i + 1, acc=acc)
-        if deferred and first_bad is not None:
-            self._raise_if_diverged(first_bad, first, out.terms, epoch)
+        if deferred is not None and deferred.steps:
+            self._raise_if_diverged(deferred, out.terms, epoch)
         method.on_epoch_end(ctx)
         self._sync_buffers()
         record: dict[str, Any] = {"epoch": epoch, **epoch_means(self.runtime, sums, counts, loss_names)}
@@ -216,15 +219,11 @@ class Trainer:
     def _lr(self) -> float:
         return next(iter(self.optimizers.values())).lr if self.optimizers else 0.0
 
-    def _raise_if_diverged(self, first_bad: Tensor | None, first: tuple[int, int], terms: dict[str, Tensor],
-                           epoch: int) -> None:
-        """TrainingDiverged naming the first step of this epoch whose loss was not finite, if there was one
-        (`first_bad`: that step on the device, or NEVER; `first`: the epoch's first batch and global step here)."""
-        if first_bad is None:
-            return
-        bad = int(first_bad)
-        if bad != NEVER:
-            raise TrainingDiverged(self._diverged_message(terms, epoch, first[0] + bad - first[1], bad, latest=True))
+    def _raise_if_diverged(self, deferred: DeferredFinite, terms: dict[str, Tensor], epoch: int) -> None:
+        """TrainingDiverged naming the first step of this epoch whose loss was not finite, if there was one."""
+        bad = deferred.first_bad()
+        if bad is not None:
+            raise TrainingDiverged(self._diverged_message(terms, epoch, *bad, latest=True))
 
     def _diverged_message(self, terms: dict[str, Tensor], epoch: int, i: int, step: int, latest: bool = False) -> str:
         shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())

@@ -63,11 +63,10 @@ def _compare(ev: Evidence, results: Path) -> tuple[Paired | None, str]:
     p = paired(b_rows.get(ev.b, {}), a_rows.get(ev.a, {}))
     if p is None:
         return None, f"`{ev.plan}`: {ev.a} vs {ev.b}: no records yet"
-    scale = 100 if is_percent(ev.metric) else 1
     what = ev.metric if ev.metric_b is None else f"{ev.metric} − {ev.metric_b}"
-    interval = "(one seed: no interval)" if p.n < 2 else f"[{p.low * scale:+.2f}, {p.high * scale:+.2f}]"
-    text = (f"`{ev.plan}`: {ev.a} − {ev.b}, {what}: {p.mean * scale:+.2f} "
-            f"{interval}, {p.wins}/{p.losses} of {p.n} seeds")
+    mean, interval = p.shown(100 if is_percent(ev.metric) else 1)
+    text = (f"`{ev.plan}`: {ev.a} − {ev.b}, {what}: {mean} "
+            f"{interval or '(one seed: no interval)'}, {p.wins}/{p.losses} of {p.n} seeds")
     return p, text
 
 

@@ -64,6 +64,12 @@ class Paired:
             return "below"
         return "tie"
 
+    def shown(self, scale: float = 1.0) -> tuple[str, str | None]:
+        """(mean, interval) as the tables and the claims ledger print them, at `scale` (100 for percentage
+        points): '+1.23' and '[+0.45, +2.01]'; the interval is None with one seed (there is none)."""
+        interval = None if self.n < 2 else f"[{self.low * scale:+.2f}, {self.high * scale:+.2f}]"
+        return f"{self.mean * scale:+.2f}", interval
+
 
 def paired(reference: Mapping[int, float], other: Mapping[int, float]) -> Paired | None:
     """The paired difference over the seeds in both (None when they share none)."""

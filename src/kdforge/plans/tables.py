@@ -105,10 +105,9 @@ def _paired_cells(label: str, reference: str, ref: dict[int, float], seeds: dict
     p = paired(ref, seeds)
     if p is None:
         return ["–", ""]
-    scale = 100 if is_percent(metric) else 1
-    interval = "" if p.n < 2 else f" [{p.low * scale:+.2f}, {p.high * scale:+.2f}]"
+    mean, interval = p.shown(100 if is_percent(metric) else 1)
     mark = {"above": " ▲", "below": " ▼", "tie": ""}[p.verdict]
-    return [f"{p.mean * scale:+.2f}{interval}{mark}", f"{p.wins}/{p.losses} of {p.n}"]
+    return [f"{mean}{'' if interval is None else f' {interval}'}{mark}", f"{p.wins}/{p.losses} of {p.n}"]
 
 
 def _caption(plan: Plan, records: Sequence[Record]) -> str:
