@@ -51,7 +51,7 @@ def on_call(owner: Any, name: str, n: int, after: bool = False,
     setattr(owner, name, wrapper)
 
 
-def _epoch_end_write(path: Path, data: Any) -> bool:
+def _epoch_end_write(path: Path, data: Any, **_: Any) -> bool:
     return "_batch_" not in path.parent.name  # the temporary folder of an end-of-epoch checkpoint
 
 
@@ -64,11 +64,12 @@ KILL_POINTS: dict[str, Callable[[], None]] = {
     "mid_epoch_student_step": lambda: on_call(Alternating, "training_step", 30),
     "after_an_optimizer_step": lambda: on_call(StepContext, "optimize", 11, after=True),
     "after_drawing_from_the_val_stream": lambda: on_call(StepContext, "next_batch", 7, after=True),
-    "checkpoint_half_written": lambda: on_call(checkpoint, "_write_bytes", 3, after=True),
+    # the weights file of the second checkpoint written, its state file not yet
+    "checkpoint_half_written": lambda: on_call(checkpoint, "write_tensors", 2, after=True),
     "checkpoint_complete_under_temporary_name": lambda: on_call(checkpoint, "_fsync_dir_files", 4, after=True),
     "checkpoint_renamed_before_latest_json": lambda: on_call(checkpoint, "atomic_write_text", 5),
     "latest_json_written_before_pruning": lambda: on_call(checkpoint, "_prune", 6),
-    "end_of_epoch_checkpoint_half_written": lambda: on_call(checkpoint, "_write_bytes", 1, after=True,
+    "end_of_epoch_checkpoint_half_written": lambda: on_call(checkpoint, "write_tensors", 1, after=True,
                                                             when=_epoch_end_write),
     "in_validation": lambda: on_call(trainer_module, "evaluate", 1),
     "epoch_start_after_its_checkpoint": lambda: on_call(Alternating, "on_epoch_start", 2),
