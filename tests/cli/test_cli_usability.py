@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdforge.cli import main
+from kdforge.cli import PROGRESS_EVERY_ENV, main
 from kdforge.cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,17 +25,36 @@ def _cli(*argv, cwd=None, env=None):
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})})
 
 
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`kdforge ARGV` in this process (the console script's `main`): (exit code, stdout, stderr). Cheaper than a new
+    interpreter per call; the tests that need a real process (stderr a pipe, worker processes) use `_cli`."""
+    monkeypatch.setenv(PROGRESS_EVERY_ENV, "30")  # main sets it; restored after the test
+
+    def run(*argv):
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's --help / --version
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 def _quick(teacher_store):
     return ["train.epochs=1", f"teacher.store_dir={teacher_store}", "teacher.recipe.train.epochs=1",
             "data.train_subset=300"]
 
 
-def test_two_methods_and_train_on_one_config_get_their_own_run_folders(tmp_path, teacher_store):
+def test_two_methods_and_train_on_one_config_get_their_own_run_folders(tmp_path, teacher_store, cli, monkeypatch):
     quick = [*_quick(teacher_store), "train.progress=false"]
+    monkeypatch.chdir(tmp_path)
     for argv in (["distill", CONFIGS / "digits_kd.yaml"], ["distill", CONFIGS / "digits_wsl.yaml"],
                  ["train", CONFIGS / "digits_kd.yaml"]):
-        proc = _cli(*argv, *quick, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
+        code, _, err = cli(*argv, *quick)
+        assert code == 0, err
     name = yaml.safe_load((CONFIGS / "digits_kd.yaml").read_text())["name"]
     assert name == yaml.safe_load((CONFIGS / "digits_wsl.yaml").read_text())["name"]  # the pair shares a name
     for method in ("kd", "wsl", "ce"):
@@ -60,11 +79,11 @@ def test_compare_sweeps_a_param_and_jobs_give_the_same_numbers(tmp_path, teacher
     assert tables[0]["kd T=1"] != tables[0]["kd T=8"]  # the temperature reached the runs
 
 
-def test_a_method_switch_by_override_drops_the_old_params_with_a_note(tmp_path, teacher_store):
-    proc = _cli("distill", CONFIGS / "digits_kd.yaml", "method.name=wsl", "method.params.alpha=1",
-                f"output_dir={tmp_path / 'run'}", "train.progress=false", *_quick(teacher_store))
-    assert proc.returncode == 0, proc.stderr  # kd_weight, which wsl does not take, is not refused
-    notes = [line for line in proc.stderr.splitlines() if line.startswith("note: ")]
+def test_a_method_switch_by_override_drops_the_old_params_with_a_note(tmp_path, teacher_store, cli):
+    code, _, err = cli("distill", CONFIGS / "digits_kd.yaml", "method.name=wsl", "method.params.alpha=1",
+                       f"output_dir={tmp_path / 'run'}", "train.progress=false", *_quick(teacher_store))
+    assert code == 0, err  # kd_weight, which wsl does not take, is not refused
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "kd_weight are dropped" in notes[0]
     kd = yaml.safe_load((CONFIGS / "digits_kd.yaml").read_text())["method"]["params"]
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["method"]
@@ -118,14 +137,14 @@ def _actions(parser, path=("kdforge",)):
             yield " ".join(path), action
 
 
-def test_every_argument_has_help_and_help_shows_defaults():
+def test_every_argument_has_help_and_help_shows_defaults(cli):
     missing = [f"{where} {a.dest}" for where, a in _actions(build_parser()) if not (a.help or "").strip()]
     assert not missing, f"arguments without help text: {missing}"
-    proc = _cli("compare", "--help")
-    assert proc.returncode == 0 and "(default: 3)" in proc.stdout and "--jobs" in proc.stdout
+    code, out, _ = cli("compare", "--help")
+    assert code == 0 and "(default: 3)" in out and "--jobs" in out
 
 
-def test_version_and_global_flags_before_or_after_the_subcommand(tmp_path):
+def test_version_and_global_flags_before_or_after_the_subcommand(tmp_path, cli):
     from kdforge import __version__
 
     proc = _cli("--version")
@@ -134,24 +153,25 @@ def test_version_and_global_flags_before_or_after_the_subcommand(tmp_path):
     bad.write_text(yaml.safe_dump({**yaml.safe_load((CONFIGS / "digits_kd.yaml").read_text())}))
     for argv in (["--debug", "distill", bad, "train.epohcs=3"], ["distill", bad, "train.epohcs=3", "--debug"],
                  ["distill", "--debug", bad, "train.epohcs=3"]):
-        proc = _cli(*argv)
-        assert proc.returncode == 2 and "Traceback" in proc.stderr, argv
-    assert "Traceback" not in _cli("distill", bad, "train.epohcs=3").stderr
+        code, _, err = cli(*argv)
+        assert code == 2 and "Traceback" in err, argv
+    code, _, err = cli("distill", bad, "train.epohcs=3")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_methods_lists_every_method_and_describe_its_params():
+def test_methods_lists_every_method_and_describe_its_params(cli):
     from kdforge.methods import METHODS
 
-    proc = _cli("methods")
-    assert proc.returncode == 0
-    listed = {line.split()[0] for line in proc.stdout.splitlines() if re.match(r"^[a-z_0-9]+\s{2,}\S", line)}
+    code, out, _ = cli("methods")
+    assert code == 0
+    listed = {line.split()[0] for line in out.splitlines() if re.match(r"^[a-z_0-9]+\s{2,}\S", line)}
     assert listed == set(METHODS)
-    assert re.search(r"^kd\s+Hinton et al\. 2015", proc.stdout, re.M)
-    proc = _cli("describe", "kd")
-    assert proc.returncode == 0
-    assert "temperature (float, default 4.0)" in proc.stdout and "softmax temperature" in proc.stdout
-    proc = _cli("describe", "kdd")
-    assert proc.returncode == 2 and "did you mean 'kd'" in proc.stderr
+    assert re.search(r"^kd\s+Hinton et al\. 2015", out, re.M)
+    code, out, _ = cli("describe", "kd")
+    assert code == 0
+    assert "temperature (float, default 4.0)" in out and "softmax temperature" in out
+    code, _, err = cli("describe", "kdd")
+    assert code == 2 and "did you mean 'kd'" in err
 
 
 def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, teacher_store):
@@ -162,10 +182,10 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, teacher_store):
     assert len(lines) >= 3 and "/" in lines[-1] and "(100%)" in lines[-1]
 
 
-def test_analyze_prints_its_summary_table(tmp_path):
-    proc = _cli("analyze", "linear", "--lambdas", "0,0.5,1", "--batches", "50", "--out", tmp_path / "lin")
-    assert proc.returncode == 0, proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| SGD step")]
+def test_analyze_prints_its_summary_table(tmp_path, cli):
+    code, out, err = cli("analyze", "linear", "--lambdas", "0,0.5,1", "--batches", "50", "--out", tmp_path / "lin")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("| SGD step")]
     report = json.loads((tmp_path / "lin" / "analysis.json").read_text())
     assert len(rows) == len(report["curves"]) >= 2
     first = next(iter(report["curves"].values()))
