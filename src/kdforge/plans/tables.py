@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,9 @@ def figure(plan: Plan, records: Sequence[Record], path: Path, metric: str | None
     rows = {k: v for k, v in by_row(plan, records, metric).items() if v}
     order = sorted(rows, key=lambda k: summarize(list(rows[k].values())).mean)
     panels = 2 if plan.reference and plan.reference in rows else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 0.42 * len(order) + 1.6), squeeze=False, sharey=True)
+    title = textwrap.fill(plan.title, width=62 * panels)  # a long title wrapped, not cut at the figure's edges
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 0.42 * len(order) + 1.4 + 0.2 * title.count("\n") + 0.2),
+                             squeeze=False, sharey=True)
     ax = axes[0][0]
     for y, label in enumerate(order):
         vals = [v * scale for v in rows[label].values()]
@@ -198,7 +201,7 @@ def figure(plan: Plan, records: Sequence[Record], path: Path, metric: str | None
     ax.set_title(f"mean, 95 % t-interval; dots: seeds (n ≤ {n})", fontsize=9)
     if panels == 2:
         _difference_panel(axes[0][1], plan, rows, order, metric, scale)
-    fig.suptitle(plan.title, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
