@@ -190,3 +190,13 @@ def test_analyze_prints_its_summary_table(tmp_path, cli):
     assert len(rows) == len(report["curves"]) >= 2
     first = next(iter(report["curves"].values()))
     assert f"{first['lam_star']:.3f}" in rows[0]
+
+
+def test_models_lists_every_model_with_its_params(cli):
+    from kdforge.models import MODELS
+
+    code, out, _ = cli("models")
+    assert code == 0
+    listed = {line.split()[0] for line in out.splitlines() if re.match(r"^[a-z_0-9]+\s{2,}\S", line)}
+    assert listed == set(MODELS)
+    assert re.search(r"^cnn\s+.*channels=\(32, 64\).*hidden=128", out, re.M)

@@ -63,3 +63,17 @@ def _default(field: Any) -> str:
     if field.default is PydanticUndefined:
         return "(required)" if field.default_factory is None else repr(field.default_factory())
     return repr(field.default)
+
+
+def model_catalog() -> dict[str, str]:
+    """Every registered model name -> its params with their defaults on one line (`kdforge models`), read from
+    the builder's signature as the config check reads it; set them with student.params.KEY=VALUE."""
+    import kdforge.models  # noqa: F401  (registers the models)
+    from kdforge.options import signature_model
+    from kdforge.registry import MODELS
+
+    out = {}
+    for name, builder in sorted(MODELS.items()):
+        fields = signature_model(builder).model_fields.items()
+        out[name] = ", ".join(f"{key}={_default(f)}" for key, f in fields) or "no params"
+    return out

@@ -161,6 +161,16 @@ def _methods(args: argparse.Namespace) -> None:
     print("\nparams of one: kdforge describe METHOD; set them with method.params.KEY=VALUE")
 
 
+def _models(args: argparse.Namespace) -> None:
+    from kdforge.api import model_catalog
+
+    catalog = model_catalog()
+    width = max(map(len, catalog))
+    for name, params in catalog.items():
+        print(textwrap.fill(params, 110, initial_indent=f"{name:<{width}}  ", subsequent_indent=" " * (width + 2)))
+    print("\nchoose one with student.name=NAME (teacher.model.name=NAME); set params with student.params.KEY=VALUE")
+
+
 def _describe(args: argparse.Namespace) -> None:
     from kdforge.api import method_catalog, method_params
 
@@ -189,4 +199,4 @@ def _print_summary(summary: dict) -> None:
 
 COMMANDS = {"train": _train, "distill": _distill, "eval": _eval, "compare": _compare, "cache": _cache, "search": _search,
             "demo": _demo, "analyze": _analyze, "report": _report, "reproduce": _reproduce, "results": _results,
-            "methods": _methods, "describe": _describe}
+            "methods": _methods, "models": _models, "describe": _describe}

@@ -141,6 +141,7 @@ def _misc_parsers(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     demo.add_argument("overrides", nargs="*", default=[], help="key.path=value overrides of the preset")
     sub.add_parser("methods", help="list the registered methods, one line each")
+    sub.add_parser("models", help="list the registered models with their params and defaults")
     de = sub.add_parser("describe", help="a method's params: type, default and what each does")
     de.add_argument("method", help="a registered method name (see kdforge methods)")
 
