@@ -66,7 +66,8 @@ def test_digits_need_the_digits_extra(monkeypatch):
     from kdforge.data.sources.base import SourceParams
     from kdforge.data.sources.digits import load
 
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    for name in ("sklearn", "sklearn.datasets"):  # as if not installed (find_spec then finds nothing)
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingExtra, match=r"^the digits data set needs the \[digits\] extra"):
         load(None, SourceParams())
 
