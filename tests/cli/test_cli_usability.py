@@ -159,12 +159,17 @@ def test_version_and_global_flags_before_or_after_the_subcommand(tmp_path, cli):
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def _names_listed(out: str) -> set[str]:
+    """The names in the first column of a `kdforge methods` / `kdforge models` listing (name, 2+ spaces, text)."""
+    return {line.split()[0] for line in out.splitlines() if re.match(r"^[a-z_0-9]+\s{2,}\S", line)}
+
+
 def test_methods_lists_every_method_and_describe_its_params(cli):
     from kdforge.methods import METHODS
 
     code, out, _ = cli("methods")
     assert code == 0
-    listed = {line.split()[0] for line in out.splitlines() if re.match(r"^[a-z_0-9]+\s{2,}\S", line)}
+    listed = _names_listed(out)
     assert listed == set(METHODS)
     assert re.search(r"^kd\s+Hinton et al\. 2015", out, re.M)
     code, out, _ = cli("describe", "kd")
@@ -197,6 +202,6 @@ def test_models_lists_every_model_with_its_params(cli):
 
     code, out, _ = cli("models")
     assert code == 0
-    listed = {line.split()[0] for line in out.splitlines() if re.match(r"^[a-z_0-9]+\s{2,}\S", line)}
+    listed = _names_listed(out)
     assert listed == set(MODELS)
     assert re.search(r"^cnn\s+.*channels=\(32, 64\).*hidden=128", out, re.M)
